@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Creates (if needed) and starts a PostgreSQL 15 cluster with pgflow_core preloaded.
+#   scripts/cluster.sh NAME PORT
+# Local connections are trusted: these clusters are for demos and tests on this machine only.
+set -euo pipefail
+name=${1:?cluster name}
+port=${2:?port}
+PG_MAJOR=15
+
+if ! pg_lsclusters -h | awk -v n="$name" '$1=="'$PG_MAJOR'" && $2==n' | grep -q .; then
+  pg_createcluster $PG_MAJOR "$name" -p "$port" \
+    -o "shared_preload_libraries=pgflow_core" \
+    -o "listen_addresses=localhost" \
+    -o "max_connections=200" \
+    -o "fsync=on" >/dev/null
+  conf=/etc/postgresql/$PG_MAJOR/$name
+  cat > "$conf/pg_hba.conf" <<HBA
+local   all all                trust
+host    all all 127.0.0.1/32   trust
+host    all all ::1/128        trust
+HBA
+fi
+
+if pg_lsclusters -h | awk -v n="$name" '$1=="'$PG_MAJOR'" && $2==n && $4=="online"' | grep -q .; then
+  # Restart so that a freshly installed library is the one loaded.
+  pg_ctlcluster $PG_MAJOR "$name" restart
+else
+  pg_ctlcluster $PG_MAJOR "$name" start
+fi
+for _ in $(seq 1 50); do
+  pg_isready -q -h localhost -p "$port" && exit 0
+  sleep 0.2
+done
+echo "cluster $name did not become ready" >&2
+exit 1

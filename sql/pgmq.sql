@@ -1,0 +1,1253 @@
+-- The pgmq-compatible queue layer (contract: shared/spec/pgmq-compat.md, pgmq 1.13).
+--
+-- Every per-queue function finds its tables through pgmq.format_table_name, which rejects
+-- the characters that could end an identifier or a statement, and every dynamic statement
+-- quotes identifiers with format('%I') and passes values as parameters. A queue name never
+-- reaches SQL text unquoted.
+
+DO $guard$
+BEGIN
+    IF to_regclass('pgmq.meta') IS NOT NULL THEN
+        RAISE EXCEPTION 'schema "pgmq" already holds a queue registry (pgmq.meta)'
+            USING ERRCODE = 'duplicate_table',
+                  HINT = 'pgflow_core provides its own pgmq schema. Drop the pgmq extension (or schema) first.';
+    END IF;
+END
+$guard$;
+
+CREATE SCHEMA IF NOT EXISTS pgmq;
+
+---------------------------------------------------------------------------------------------------
+-- Registry and types
+---------------------------------------------------------------------------------------------------
+
+CREATE TABLE pgmq.meta (
+    queue_name     varchar     NOT NULL,
+    is_partitioned boolean     NOT NULL,
+    is_unlogged    boolean     NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT meta_queue_name_key UNIQUE (queue_name)
+);
+
+GRANT USAGE ON SCHEMA pgmq TO pg_monitor;
+GRANT SELECT ON ALL TABLES IN SCHEMA pgmq TO pg_monitor;
+GRANT SELECT ON ALL SEQUENCES IN SCHEMA pgmq TO pg_monitor;
+ALTER DEFAULT PRIVILEGES IN SCHEMA pgmq GRANT SELECT ON TABLES TO pg_monitor;
+ALTER DEFAULT PRIVILEGES IN SCHEMA pgmq GRANT SELECT ON SEQUENCES TO pg_monitor;
+
+CREATE UNLOGGED TABLE pgmq.notify_insert_throttle (
+    queue_name           varchar     NOT NULL,
+    throttle_interval_ms integer     NOT NULL DEFAULT 0,
+    last_notified_at     timestamptz NOT NULL DEFAULT to_timestamp(0),
+    CONSTRAINT notify_insert_throttle_queue_name_key UNIQUE (queue_name),
+    CONSTRAINT notify_insert_throttle_meta_queue_name_fk FOREIGN KEY (queue_name)
+        REFERENCES pgmq.meta (queue_name) ON DELETE CASCADE
+);
+CREATE INDEX idx_notify_throttle_active
+    ON pgmq.notify_insert_throttle (queue_name, last_notified_at)
+    WHERE throttle_interval_ms > 0;
+
+CREATE TABLE pgmq.topic_bindings (
+    pattern        text        NOT NULL,
+    queue_name     text        NOT NULL,
+    bound_at       timestamptz NOT NULL DEFAULT now(),
+    -- '^' + pattern with regex metacharacters escaped, '*' = one segment, '#' = anything, + '$'
+    compiled_regex text GENERATED ALWAYS AS (
+        '^' || replace(replace(
+                  regexp_replace(pattern, '([.+?{}()|\[\]\\^$])', '\\\1', 'g'),
+                  '*', '[^.]+'),
+                '#', '.*') || '$'
+    ) STORED,
+    CONSTRAINT topic_bindings_meta_queue_name_fk FOREIGN KEY (queue_name)
+        REFERENCES pgmq.meta (queue_name) ON DELETE CASCADE,
+    CONSTRAINT topic_bindings_unique_pattern_queue UNIQUE (pattern, queue_name)
+);
+CREATE INDEX idx_topic_bindings_covering
+    ON pgmq.topic_bindings (pattern) INCLUDE (queue_name, compiled_regex);
+
+SELECT pg_catalog.pg_extension_config_dump('pgmq.meta', '');
+SELECT pg_catalog.pg_extension_config_dump('pgmq.notify_insert_throttle', '');
+SELECT pg_catalog.pg_extension_config_dump('pgmq.topic_bindings', '');
+
+CREATE TYPE pgmq.message_record AS (
+    msg_id       bigint,
+    read_ct      integer,
+    enqueued_at  timestamptz,
+    last_read_at timestamptz,
+    vt           timestamptz,
+    message      jsonb,
+    headers      jsonb
+);
+
+CREATE TYPE pgmq.queue_record AS (
+    queue_name     varchar,
+    is_partitioned boolean,
+    is_unlogged    boolean,
+    created_at     timestamptz
+);
+
+CREATE TYPE pgmq.metrics_result AS (
+    queue_name               text,
+    queue_length             bigint,
+    newest_msg_age_sec       integer,
+    oldest_msg_age_sec       integer,
+    total_messages           bigint,
+    scrape_time              timestamptz,
+    queue_visible_length     bigint,
+    default_partition_length bigint
+);
+
+---------------------------------------------------------------------------------------------------
+-- Queue names
+---------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgmq.format_table_name(queue_name text, prefix text)
+RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    IF queue_name ~ '\$|;|--|''' THEN
+        RAISE EXCEPTION 'queue name contains invalid characters: $, ;, --, or \''';
+    END IF;
+    RETURN lower(prefix || '_' || queue_name);
+END;
+$$;
+
+CREATE FUNCTION pgmq.validate_queue_name(queue_name text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF length(queue_name) > 47 THEN
+        RAISE EXCEPTION 'queue name is too long, maximum length is 47 characters';
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION pgmq.acquire_queue_lock(queue_name text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('pgmq.queue_' || queue_name));
+END;
+$$;
+
+CREATE FUNCTION pgmq._extension_exists(extension_name text)
+RETURNS boolean LANGUAGE sql AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = extension_name)
+$$;
+
+CREATE FUNCTION pgmq._belongs_to_pgmq(table_name text)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN EXISTS (
+        SELECT 1
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+        JOIN pg_catalog.pg_class c ON c.oid = d.objid
+        WHERE d.classid = 'pg_catalog.pg_class'::regclass
+          AND d.refclassid = 'pg_catalog.pg_extension'::regclass
+          AND d.deptype = 'e'
+          AND e.extname = 'pgmq'
+          AND c.relname = _belongs_to_pgmq.table_name);
+END;
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Queue management
+---------------------------------------------------------------------------------------------------
+
+-- Creates the queue and archive tables of a standard or unlogged queue (shared by create*).
+CREATE FUNCTION pgmq._create_queue_tables(queue_name text, unlogged boolean)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    qtable text := pgmq.format_table_name(queue_name, 'q');
+    atable text := pgmq.format_table_name(queue_name, 'a');
+BEGIN
+    PERFORM pgmq.validate_queue_name(queue_name);
+    PERFORM pgmq.acquire_queue_lock(queue_name);
+
+    EXECUTE format(
+        'CREATE %s TABLE IF NOT EXISTS pgmq.%I (
+            msg_id       bigint PRIMARY KEY GENERATED ALWAYS AS IDENTITY,
+            read_ct      integer NOT NULL DEFAULT 0,
+            enqueued_at  timestamptz NOT NULL DEFAULT now(),
+            last_read_at timestamptz,
+            vt           timestamptz NOT NULL,
+            message      jsonb,
+            headers      jsonb)',
+        CASE WHEN unlogged THEN 'UNLOGGED' ELSE '' END, qtable);
+    EXECUTE format(
+        'CREATE TABLE IF NOT EXISTS pgmq.%I (
+            msg_id       bigint PRIMARY KEY,
+            read_ct      integer NOT NULL DEFAULT 0,
+            enqueued_at  timestamptz NOT NULL DEFAULT now(),
+            last_read_at timestamptz,
+            archived_at  timestamptz NOT NULL DEFAULT now(),
+            vt           timestamptz NOT NULL,
+            message      jsonb,
+            headers      jsonb)',
+        atable);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (vt ASC)', qtable || '_vt_idx', qtable);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (archived_at)',
+                   'archived_at_idx_' || queue_name, atable);
+
+    INSERT INTO pgmq.meta (queue_name, is_partitioned, is_unlogged)
+    VALUES (_create_queue_tables.queue_name, false, unlogged)
+    ON CONFLICT DO NOTHING;
+END;
+$$;
+
+CREATE FUNCTION pgmq.create_non_partitioned(queue_name text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pgmq._create_queue_tables(queue_name, false);
+END;
+$$;
+
+CREATE FUNCTION pgmq.create_unlogged(queue_name text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pgmq._create_queue_tables(queue_name, true);
+END;
+$$;
+
+CREATE FUNCTION pgmq."create"(queue_name text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pgmq.create_non_partitioned(queue_name);
+END;
+$$;
+
+CREATE FUNCTION pgmq.drop_queue(queue_name text)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    qtable text := pgmq.format_table_name(queue_name, 'q');
+    atable text := pgmq.format_table_name(queue_name, 'a');
+    partitioned boolean;
+    partman_schema text;
+BEGIN
+    PERFORM pgmq.acquire_queue_lock(queue_name);
+
+    SELECT m.is_partitioned INTO partitioned
+    FROM pgmq.meta m WHERE m.queue_name = drop_queue.queue_name;
+
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'pgmq' AND c.relname = qtable AND c.relkind IN ('r', 'p', 'v', 'f')
+    ) THEN
+        RAISE NOTICE 'pgmq queue `%` does not exist', queue_name;
+        RETURN false;
+    END IF;
+
+    EXECUTE format('DROP TABLE IF EXISTS pgmq.%I', qtable);
+    EXECUTE format('DROP TABLE IF EXISTS pgmq.%I', atable);
+
+    DELETE FROM pgmq.meta m WHERE m.queue_name = drop_queue.queue_name;
+
+    IF partitioned THEN
+        partman_schema := pgmq._get_pg_partman_schema();
+        IF partman_schema IS NOT NULL THEN
+            EXECUTE format('DELETE FROM %I.part_config WHERE parent_table IN ($1, $2)', partman_schema)
+            USING 'pgmq.' || qtable, 'pgmq.' || atable;
+        END IF;
+    END IF;
+    RETURN true;
+END;
+$$;
+
+CREATE FUNCTION pgmq.drop_queue(queue_name text, partitioned boolean)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE WARNING 'drop_queue(queue_name, partitioned) is deprecated and will be removed in PGMQ v2.0. Use drop_queue(queue_name) instead';
+    PERFORM pgmq.drop_queue(queue_name);
+    RETURN true;
+END;
+$$;
+
+CREATE FUNCTION pgmq.purge_queue(queue_name text)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    qtable text := pgmq.format_table_name(queue_name, 'q');
+    purged bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FROM pgmq.%I', qtable) INTO purged;
+    EXECUTE format('TRUNCATE TABLE pgmq.%I', qtable);
+    RETURN purged;
+END;
+$$;
+
+CREATE FUNCTION pgmq.detach_archive(queue_name text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pgmq.format_table_name(queue_name, 'a');
+    RAISE WARNING 'detach_archive(queue_name) is deprecated and is a no-op. It will be removed in PGMQ v2.0. Archive tables are no longer member objects.';
+END;
+$$;
+
+CREATE FUNCTION pgmq.list_queues()
+RETURNS SETOF pgmq.queue_record LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY SELECT m.queue_name, m.is_partitioned, m.is_unlogged, m.created_at FROM pgmq.meta m;
+END;
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Sending
+---------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgmq.send(queue_name text, msg jsonb, headers jsonb, delay timestamptz)
+RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'INSERT INTO pgmq.%I (vt, message, headers) VALUES ($1, $2, $3) RETURNING msg_id',
+        pgmq.format_table_name(queue_name, 'q'))
+    USING delay, msg, headers;
+END;
+$$;
+
+CREATE FUNCTION pgmq.send(queue_name text, msg jsonb)
+RETURNS SETOF bigint LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send(queue_name, msg, NULL::jsonb, clock_timestamp());
+$$;
+
+CREATE FUNCTION pgmq.send(queue_name text, msg jsonb, headers jsonb)
+RETURNS SETOF bigint LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send(queue_name, msg, headers, clock_timestamp());
+$$;
+
+CREATE FUNCTION pgmq.send(queue_name text, msg jsonb, delay integer)
+RETURNS SETOF bigint LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send(queue_name, msg, NULL::jsonb, clock_timestamp() + make_interval(secs => delay));
+$$;
+
+CREATE FUNCTION pgmq.send(queue_name text, msg jsonb, delay timestamptz)
+RETURNS SETOF bigint LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send(queue_name, msg, NULL::jsonb, delay);
+$$;
+
+CREATE FUNCTION pgmq.send(queue_name text, msg jsonb, headers jsonb, delay integer)
+RETURNS SETOF bigint LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send(queue_name, msg, headers, clock_timestamp() + make_interval(secs => delay));
+$$;
+
+CREATE FUNCTION pgmq._validate_batch_params(msgs jsonb[], headers jsonb[])
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF msgs IS NULL OR cardinality(msgs) = 0 THEN
+        RAISE EXCEPTION 'msgs cannot be NULL or empty';
+    END IF;
+    IF headers IS NOT NULL AND cardinality(headers) <> cardinality(msgs) THEN
+        RAISE EXCEPTION 'headers array length (%) must match msgs array length (%)',
+            cardinality(headers), cardinality(msgs);
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION pgmq._send_batch(queue_name text, msgs jsonb[], headers jsonb[], delay timestamptz)
+RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'INSERT INTO pgmq.%I (vt, message, headers)
+         SELECT $1, m.msg, $3[m.ord]
+         FROM unnest($2) WITH ORDINALITY AS m(msg, ord)
+         ORDER BY m.ord
+         RETURNING msg_id',
+        pgmq.format_table_name(queue_name, 'q'))
+    USING delay, msgs, headers;
+END;
+$$;
+
+CREATE FUNCTION pgmq.send_batch(queue_name text, msgs jsonb[], headers jsonb[], delay timestamptz)
+RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pgmq._validate_batch_params(msgs, headers);
+    RETURN QUERY SELECT * FROM pgmq._send_batch(queue_name, msgs, headers, delay);
+END;
+$$;
+
+CREATE FUNCTION pgmq.send_batch(queue_name text, msgs jsonb[])
+RETURNS SETOF bigint LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send_batch(queue_name, msgs, NULL::jsonb[], clock_timestamp());
+$$;
+
+CREATE FUNCTION pgmq.send_batch(queue_name text, msgs jsonb[], headers jsonb[])
+RETURNS SETOF bigint LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send_batch(queue_name, msgs, headers, clock_timestamp());
+$$;
+
+CREATE FUNCTION pgmq.send_batch(queue_name text, msgs jsonb[], delay integer)
+RETURNS SETOF bigint LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send_batch(queue_name, msgs, NULL::jsonb[], clock_timestamp() + make_interval(secs => delay));
+$$;
+
+CREATE FUNCTION pgmq.send_batch(queue_name text, msgs jsonb[], delay timestamptz)
+RETURNS SETOF bigint LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send_batch(queue_name, msgs, NULL::jsonb[], delay);
+$$;
+
+CREATE FUNCTION pgmq.send_batch(queue_name text, msgs jsonb[], headers jsonb[], delay integer)
+RETURNS SETOF bigint LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send_batch(queue_name, msgs, headers, clock_timestamp() + make_interval(secs => delay));
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Reading
+---------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgmq.read(queue_name text, vt integer, qty integer, conditional jsonb DEFAULT '{}')
+RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
+DECLARE
+    qtable text := pgmq.format_table_name(queue_name, 'q');
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'WITH claimed AS (
+             SELECT msg_id FROM pgmq.%1$I
+             WHERE vt <= clock_timestamp()
+               AND ($3 IS NULL OR $3 = ''{}''::jsonb OR message @> $3)
+             ORDER BY msg_id
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED)
+         UPDATE pgmq.%1$I m
+         SET vt = clock_timestamp() + make_interval(secs => $1),
+             read_ct = m.read_ct + 1,
+             last_read_at = clock_timestamp()
+         FROM claimed
+         WHERE m.msg_id = claimed.msg_id
+         RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers',
+        qtable)
+    USING vt, qty, conditional;
+END;
+$$;
+
+-- The shared poll loop of every *_with_poll function: read once per attempt with a fresh
+-- snapshot, return as soon as something was read, otherwise sleep on the latch
+-- (pgmq._poll_wait, in Rust) until the next attempt or the deadline.
+CREATE FUNCTION pgmq.read_with_poll(
+    queue_name text, vt integer, qty integer,
+    max_poll_seconds integer DEFAULT 5, poll_interval_ms integer DEFAULT 100,
+    conditional jsonb DEFAULT '{}')
+RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
+BEGIN
+    LOOP
+        EXIT WHEN clock_timestamp() >= deadline;
+        RETURN QUERY SELECT * FROM pgmq.read(queue_name, vt, qty, conditional);
+        EXIT WHEN FOUND;
+        PERFORM pgmq._poll_wait(queue_name, poll_interval_ms, deadline);
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION pgmq.pop(queue_name text, qty integer DEFAULT 1)
+RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
+DECLARE
+    qtable text := pgmq.format_table_name(queue_name, 'q');
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'WITH claimed AS (
+             SELECT msg_id FROM pgmq.%1$I
+             WHERE vt <= clock_timestamp()
+             ORDER BY msg_id
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED)
+         DELETE FROM pgmq.%1$I m
+         USING claimed
+         WHERE m.msg_id = claimed.msg_id
+         RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers',
+        qtable)
+    USING qty;
+END;
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- FIFO / grouped reads. Group key: headers->>'x-pgmq-group', '_default_fifo_group' when absent.
+---------------------------------------------------------------------------------------------------
+
+-- SQS-FIFO style: fill the batch from as few groups as possible, oldest group first.
+CREATE FUNCTION pgmq.read_grouped(queue_name text, vt integer, qty integer)
+RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
+DECLARE
+    qtable text := pgmq.format_table_name(queue_name, 'q');
+BEGIN
+    RETURN QUERY EXECUTE format(
+        $q$
+        WITH visible_heads AS (
+            SELECT h.msg_id, coalesce(h.headers->>'x-pgmq-group', '_default_fifo_group') AS grp
+            FROM pgmq.%1$I h
+            WHERE h.vt <= clock_timestamp()
+              AND h.msg_id IN (
+                  SELECT DISTINCT ON (coalesce(s.headers->>'x-pgmq-group', '_default_fifo_group')) s.msg_id
+                  FROM pgmq.%1$I s
+                  WHERE s.vt <= clock_timestamp()
+                  ORDER BY coalesce(s.headers->>'x-pgmq-group', '_default_fifo_group'), s.msg_id)
+            FOR UPDATE SKIP LOCKED
+        ),
+        open_groups AS (
+            SELECT vh.msg_id AS head_id, vh.grp
+            FROM visible_heads vh
+            WHERE NOT EXISTS (
+                SELECT 1 FROM pgmq.%1$I e
+                WHERE coalesce(e.headers->>'x-pgmq-group', '_default_fifo_group') = vh.grp
+                  AND e.msg_id < vh.msg_id
+                  AND e.vt > clock_timestamp())
+        ),
+        chosen AS (
+            SELECT m.msg_id
+            FROM pgmq.%1$I m
+            JOIN open_groups g ON coalesce(m.headers->>'x-pgmq-group', '_default_fifo_group') = g.grp
+            WHERE m.vt <= clock_timestamp() AND m.msg_id >= g.head_id
+            ORDER BY g.head_id, m.msg_id
+            LIMIT $2
+        ),
+        locked AS (
+            SELECT l.msg_id FROM pgmq.%1$I l
+            WHERE l.msg_id IN (SELECT msg_id FROM chosen)
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE pgmq.%1$I m
+        SET vt = clock_timestamp() + make_interval(secs => $1),
+            read_ct = m.read_ct + 1,
+            last_read_at = clock_timestamp()
+        FROM locked
+        WHERE m.msg_id = locked.msg_id
+        RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers
+        $q$, qtable)
+    USING vt, qty;
+END;
+$$;
+
+-- Layered round robin: the first message of every group, then the second of every group, ...
+CREATE FUNCTION pgmq.read_grouped_rr(queue_name text, vt integer, qty integer)
+RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
+DECLARE
+    qtable text := pgmq.format_table_name(queue_name, 'q');
+BEGIN
+    RETURN QUERY EXECUTE format(
+        $q$
+        WITH heads AS (
+            SELECT DISTINCT ON (grp) msg_id, vt, grp
+            FROM (SELECT s.msg_id, s.vt, coalesce(s.headers->>'x-pgmq-group', '_default_fifo_group') AS grp
+                  FROM pgmq.%1$I s) all_msgs
+            ORDER BY grp, msg_id
+        ),
+        open_groups AS (
+            SELECT h.msg_id AS head_id, h.grp
+            FROM heads h
+            WHERE h.vt <= clock_timestamp()
+              AND pg_try_advisory_xact_lock(hashtextextended(h.grp, 0))
+        ),
+        ranked AS (
+            SELECT m.msg_id, g.head_id,
+                   row_number() OVER (PARTITION BY g.grp ORDER BY m.msg_id) AS pos
+            FROM pgmq.%1$I m
+            JOIN open_groups g ON coalesce(m.headers->>'x-pgmq-group', '_default_fifo_group') = g.grp
+            WHERE m.vt <= clock_timestamp() AND m.msg_id >= g.head_id
+        ),
+        chosen AS (
+            SELECT r.msg_id, row_number() OVER (ORDER BY r.pos, r.head_id) AS sel_order
+            FROM ranked r
+            ORDER BY r.pos, r.head_id
+            LIMIT $2
+        ),
+        locked AS (
+            SELECT l.msg_id, c.sel_order
+            FROM pgmq.%1$I l JOIN chosen c ON c.msg_id = l.msg_id
+            FOR UPDATE OF l SKIP LOCKED
+        ),
+        updated AS (
+            UPDATE pgmq.%1$I m
+            SET vt = clock_timestamp() + make_interval(secs => $1),
+                read_ct = m.read_ct + 1,
+                last_read_at = clock_timestamp()
+            FROM locked
+            WHERE m.msg_id = locked.msg_id AND m.vt <= clock_timestamp()
+            RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers,
+                      locked.sel_order
+        )
+        SELECT u.msg_id, u.read_ct, u.enqueued_at, u.last_read_at, u.vt, u.message, u.headers
+        FROM updated u ORDER BY u.sel_order
+        $q$, qtable)
+    USING vt, qty;
+END;
+$$;
+
+-- At most one message per group: the groups' absolute heads that are visible.
+CREATE FUNCTION pgmq.read_grouped_head(queue_name text, vt integer, qty integer)
+RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
+DECLARE
+    qtable text := pgmq.format_table_name(queue_name, 'q');
+BEGIN
+    RETURN QUERY EXECUTE format(
+        $q$
+        WITH heads AS (
+            SELECT DISTINCT ON (coalesce(s.headers->>'x-pgmq-group', '_default_fifo_group')) s.msg_id
+            FROM pgmq.%1$I s
+            ORDER BY coalesce(s.headers->>'x-pgmq-group', '_default_fifo_group'), s.msg_id
+        ),
+        claimed AS (
+            SELECT c.msg_id FROM pgmq.%1$I c
+            WHERE c.msg_id IN (SELECT msg_id FROM heads) AND c.vt <= clock_timestamp()
+            ORDER BY c.msg_id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE pgmq.%1$I m
+        SET vt = clock_timestamp() + make_interval(secs => $1),
+            read_ct = m.read_ct + 1,
+            last_read_at = clock_timestamp()
+        FROM claimed
+        WHERE m.msg_id = claimed.msg_id
+        RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers
+        $q$, qtable)
+    USING vt, qty;
+END;
+$$;
+
+CREATE FUNCTION pgmq.read_grouped_with_poll(
+    queue_name text, vt integer, qty integer,
+    max_poll_seconds integer DEFAULT 5, poll_interval_ms integer DEFAULT 100)
+RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
+BEGIN
+    LOOP
+        EXIT WHEN clock_timestamp() >= deadline;
+        RETURN QUERY SELECT * FROM pgmq.read_grouped(queue_name, vt, qty);
+        EXIT WHEN FOUND;
+        PERFORM pgmq._poll_wait(queue_name, poll_interval_ms, deadline);
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION pgmq.read_grouped_rr_with_poll(
+    queue_name text, vt integer, qty integer,
+    max_poll_seconds integer DEFAULT 5, poll_interval_ms integer DEFAULT 100)
+RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
+BEGIN
+    LOOP
+        EXIT WHEN clock_timestamp() >= deadline;
+        RETURN QUERY SELECT * FROM pgmq.read_grouped_rr(queue_name, vt, qty);
+        EXIT WHEN FOUND;
+        PERFORM pgmq._poll_wait(queue_name, poll_interval_ms, deadline);
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION pgmq.read_grouped_head_with_poll(
+    queue_name text, vt integer, qty integer,
+    max_poll_seconds integer DEFAULT 5, poll_interval_ms integer DEFAULT 100)
+RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
+BEGIN
+    LOOP
+        EXIT WHEN clock_timestamp() >= deadline;
+        RETURN QUERY SELECT * FROM pgmq.read_grouped_head(queue_name, vt, qty);
+        EXIT WHEN FOUND;
+        PERFORM pgmq._poll_wait(queue_name, poll_interval_ms, deadline);
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION pgmq._create_fifo_index_if_not_exists(queue_name text)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    qtable text := pgmq.format_table_name(queue_name, 'q');
+BEGIN
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I USING GIN (headers)',
+                   qtable || '_fifo_idx', qtable);
+END;
+$$;
+
+CREATE FUNCTION pgmq.create_fifo_index(queue_name text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pgmq._create_fifo_index_if_not_exists(queue_name);
+END;
+$$;
+
+CREATE FUNCTION pgmq.create_fifo_indexes_all()
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    q record;
+BEGIN
+    FOR q IN SELECT m.queue_name FROM pgmq.meta m ORDER BY m.queue_name LOOP
+        PERFORM pgmq._create_fifo_index_if_not_exists(q.queue_name);
+    END LOOP;
+END;
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Acknowledging and updating
+---------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgmq.archive(queue_name text, msg_ids bigint[])
+RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'WITH moved AS (
+             DELETE FROM pgmq.%I WHERE msg_id = ANY($1)
+             RETURNING msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers)
+         INSERT INTO pgmq.%I (msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers)
+         SELECT msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers FROM moved
+         RETURNING msg_id',
+        pgmq.format_table_name(queue_name, 'q'), pgmq.format_table_name(queue_name, 'a'))
+    USING msg_ids;
+END;
+$$;
+
+CREATE FUNCTION pgmq.archive(queue_name text, msg_id bigint)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM pgmq.archive(queue_name, ARRAY[msg_id]));
+END;
+$$;
+
+CREATE FUNCTION pgmq.delete(queue_name text, msg_ids bigint[])
+RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'DELETE FROM pgmq.%I WHERE msg_id = ANY($1) RETURNING msg_id',
+        pgmq.format_table_name(queue_name, 'q'))
+    USING msg_ids;
+END;
+$$;
+
+CREATE FUNCTION pgmq.delete(queue_name text, msg_id bigint)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM pgmq.delete(queue_name, ARRAY[msg_id]));
+END;
+$$;
+
+CREATE FUNCTION pgmq.set_vt(queue_name text, msg_ids bigint[], vt timestamptz)
+RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'UPDATE pgmq.%I SET vt = $1 WHERE msg_id = ANY($2)
+         RETURNING msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers',
+        pgmq.format_table_name(queue_name, 'q'))
+    USING vt, msg_ids;
+END;
+$$;
+
+CREATE FUNCTION pgmq.set_vt(queue_name text, msg_id bigint, vt timestamptz)
+RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM pgmq.set_vt(queue_name, ARRAY[msg_id], vt);
+END;
+$$;
+
+CREATE FUNCTION pgmq.set_vt(queue_name text, msg_id bigint, vt integer)
+RETURNS SETOF pgmq.message_record LANGUAGE sql AS $$
+    SELECT * FROM pgmq.set_vt(queue_name, msg_id, clock_timestamp() + make_interval(secs => vt));
+$$;
+
+CREATE FUNCTION pgmq.set_vt(queue_name text, msg_ids bigint[], vt integer)
+RETURNS SETOF pgmq.message_record LANGUAGE sql AS $$
+    SELECT * FROM pgmq.set_vt(queue_name, msg_ids, clock_timestamp() + make_interval(secs => vt));
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Observability
+---------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgmq.metrics(queue_name text)
+RETURNS pgmq.metrics_result LANGUAGE plpgsql AS $$
+DECLARE
+    qtable text := pgmq.format_table_name(queue_name, 'q');
+    atable text := pgmq.format_table_name(queue_name, 'a');
+    result pgmq.metrics_result;
+BEGIN
+    EXECUTE format(
+        'SELECT $1::text,
+                count(*),
+                extract(epoch FROM now() - max(enqueued_at))::integer,
+                extract(epoch FROM now() - min(enqueued_at))::integer,
+                coalesce(pg_catalog.pg_sequence_last_value(%L::regclass), 0),
+                now(),
+                count(*) FILTER (WHERE vt <= now()),
+                NULL::bigint
+         FROM pgmq.%I',
+        format('pgmq.%I', qtable || '_msg_id_seq'), qtable)
+    INTO result
+    USING queue_name;
+
+    IF to_regclass(format('pgmq.%I', qtable || '_default')) IS NOT NULL THEN
+        SELECT sum(greatest(c.reltuples, 0))::bigint INTO result.default_partition_length
+        FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'pgmq' AND c.relname IN (qtable || '_default', atable || '_default');
+    END IF;
+    RETURN result;
+END;
+$$;
+
+CREATE FUNCTION pgmq.metrics_all()
+RETURNS SETOF pgmq.metrics_result LANGUAGE plpgsql AS $$
+DECLARE
+    q record;
+BEGIN
+    FOR q IN SELECT m.queue_name FROM pgmq.meta m LOOP
+        RETURN NEXT pgmq.metrics(q.queue_name);
+    END LOOP;
+END;
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Insert notifications (LISTEN/NOTIFY). Follows pgmq 1.13.1 for mixed-case names: the trigger
+-- carries the stored queue name and notifies on pgmq.q_<queue name as stored>.INSERT.
+---------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgmq.notify_queue_listeners()
+RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    key text;
+    channel text;
+BEGIN
+    IF TG_NARGS > 0 THEN
+        key := TG_ARGV[0];
+        channel := 'pgmq.q_' || key || '.' || TG_OP;
+    ELSE
+        key := substr(TG_TABLE_NAME, 3);
+        channel := 'pgmq.' || TG_TABLE_NAME || '.' || TG_OP;
+    END IF;
+
+    UPDATE pgmq.notify_insert_throttle t
+    SET last_notified_at = clock_timestamp()
+    WHERE t.queue_name = key
+      AND (t.throttle_interval_ms = 0
+           OR clock_timestamp() - t.last_notified_at >= make_interval(secs => t.throttle_interval_ms / 1000.0));
+    IF FOUND THEN
+        PERFORM pg_notify(channel, NULL);
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE FUNCTION pgmq.disable_notify_insert(queue_name text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('DROP TRIGGER IF EXISTS trigger_notify_queue_insert_listeners ON pgmq.%I',
+                   pgmq.format_table_name(queue_name, 'q'));
+    DELETE FROM pgmq.notify_insert_throttle t WHERE t.queue_name = disable_notify_insert.queue_name;
+END;
+$$;
+
+CREATE FUNCTION pgmq.enable_notify_insert(queue_name text, throttle_interval_ms integer DEFAULT 250)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    qtable text := pgmq.format_table_name(queue_name, 'q');
+BEGIN
+    IF throttle_interval_ms < 0 THEN
+        RAISE EXCEPTION 'throttle_interval_ms must be non-negative';
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'pgmq' AND c.relname = qtable
+    ) THEN
+        RAISE EXCEPTION 'Queue "%" does not exist. Create it first using pgmq.create()', queue_name;
+    END IF;
+
+    PERFORM pgmq.disable_notify_insert(queue_name);
+
+    INSERT INTO pgmq.notify_insert_throttle AS t (queue_name, throttle_interval_ms, last_notified_at)
+    VALUES (enable_notify_insert.queue_name, enable_notify_insert.throttle_interval_ms, to_timestamp(0))
+    ON CONFLICT ON CONSTRAINT notify_insert_throttle_queue_name_key DO UPDATE
+    SET throttle_interval_ms = EXCLUDED.throttle_interval_ms,
+        last_notified_at = to_timestamp(0);
+
+    EXECUTE format(
+        'CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners
+         AFTER INSERT ON pgmq.%I DEFERRABLE FOR EACH ROW
+         EXECUTE PROCEDURE pgmq.notify_queue_listeners(%L)',
+        qtable, queue_name);
+END;
+$$;
+
+CREATE FUNCTION pgmq.update_notify_insert(queue_name text, throttle_interval_ms integer)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF throttle_interval_ms < 0 THEN
+        RAISE EXCEPTION 'throttle_interval_ms must be non-negative, got: %', throttle_interval_ms;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name = update_notify_insert.queue_name) THEN
+        RAISE EXCEPTION 'Queue "%" does not exist. Create the queue first using pgmq.create()', queue_name;
+    END IF;
+    UPDATE pgmq.notify_insert_throttle t
+    SET throttle_interval_ms = update_notify_insert.throttle_interval_ms,
+        last_notified_at = to_timestamp(0)
+    WHERE t.queue_name = update_notify_insert.queue_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'Queue "%" does not have notify_insert enabled. Enable it first using pgmq.enable_notify_insert()', queue_name;
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION pgmq.list_notify_insert_throttles()
+RETURNS TABLE(queue_name text, throttle_interval_ms integer, last_notified_at timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT t.queue_name::text, t.throttle_interval_ms, t.last_notified_at
+    FROM pgmq.notify_insert_throttle t
+    ORDER BY t.queue_name;
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Topics: routing-key fan-out. Keys and patterns are only ever compared, never spliced into SQL.
+---------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgmq.validate_routing_key(routing_key text)
+RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF routing_key IS NULL OR routing_key = '' THEN
+        RAISE EXCEPTION 'routing_key cannot be NULL or empty';
+    END IF;
+    IF length(routing_key) > 255 THEN
+        RAISE EXCEPTION 'routing_key length cannot exceed 255 characters, got % characters', length(routing_key);
+    END IF;
+    IF routing_key !~ '^[a-zA-Z0-9._-]+$' THEN
+        RAISE EXCEPTION 'routing_key contains invalid characters. Only alphanumeric, dots, hyphens, and underscores are allowed. Got: %', routing_key;
+    END IF;
+    IF left(routing_key, 1) = '.' THEN
+        RAISE EXCEPTION 'routing_key cannot start with a dot. Got: %', routing_key;
+    END IF;
+    IF right(routing_key, 1) = '.' THEN
+        RAISE EXCEPTION 'routing_key cannot end with a dot. Got: %', routing_key;
+    END IF;
+    IF strpos(routing_key, '..') > 0 THEN
+        RAISE EXCEPTION 'routing_key cannot contain consecutive dots. Got: %', routing_key;
+    END IF;
+    RETURN true;
+END;
+$$;
+
+CREATE FUNCTION pgmq.validate_topic_pattern(pattern text)
+RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF pattern IS NULL OR pattern = '' THEN
+        RAISE EXCEPTION 'pattern cannot be NULL or empty';
+    END IF;
+    IF length(pattern) > 255 THEN
+        RAISE EXCEPTION 'pattern length cannot exceed 255 characters, got % characters', length(pattern);
+    END IF;
+    IF pattern !~ '^[a-zA-Z0-9._*#-]+$' THEN
+        RAISE EXCEPTION 'pattern contains invalid characters. Only alphanumeric, dots, hyphens, underscores, *, and # are allowed. Got: %', pattern;
+    END IF;
+    IF left(pattern, 1) = '.' THEN
+        RAISE EXCEPTION 'pattern cannot start with a dot. Got: %', pattern;
+    END IF;
+    IF right(pattern, 1) = '.' THEN
+        RAISE EXCEPTION 'pattern cannot end with a dot. Got: %', pattern;
+    END IF;
+    IF strpos(pattern, '..') > 0 THEN
+        RAISE EXCEPTION 'pattern cannot contain consecutive dots. Got: %', pattern;
+    END IF;
+    IF strpos(pattern, '**') > 0 THEN
+        RAISE EXCEPTION 'pattern cannot contain consecutive stars (**). Use # for multi-segment matching. Got: %', pattern;
+    END IF;
+    IF strpos(pattern, '##') > 0 THEN
+        RAISE EXCEPTION 'pattern cannot contain consecutive hashes (##). A single # already matches zero or more segments. Got: %', pattern;
+    END IF;
+    IF strpos(pattern, '*#') > 0 OR strpos(pattern, '#*') > 0 THEN
+        RAISE EXCEPTION 'pattern cannot contain adjacent wildcards (*# or #*). Separate wildcards with dots. Got: %', pattern;
+    END IF;
+    RETURN true;
+END;
+$$;
+
+CREATE FUNCTION pgmq.bind_topic(pattern text, queue_name text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pgmq.validate_topic_pattern(pattern);
+    IF queue_name IS NULL OR queue_name = '' THEN
+        RAISE EXCEPTION 'queue_name cannot be NULL or empty';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name = bind_topic.queue_name) THEN
+        RAISE EXCEPTION 'Queue "%" does not exist. Create the queue first using pgmq.create()', queue_name;
+    END IF;
+    INSERT INTO pgmq.topic_bindings (pattern, queue_name)
+    VALUES (bind_topic.pattern, bind_topic.queue_name)
+    ON CONFLICT ON CONSTRAINT topic_bindings_unique_pattern_queue DO NOTHING;
+END;
+$$;
+
+CREATE FUNCTION pgmq.unbind_topic(pattern text, queue_name text)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF pattern IS NULL OR pattern = '' THEN
+        RAISE EXCEPTION 'pattern cannot be NULL or empty';
+    END IF;
+    IF queue_name IS NULL OR queue_name = '' THEN
+        RAISE EXCEPTION 'queue_name cannot be NULL or empty';
+    END IF;
+    DELETE FROM pgmq.topic_bindings b
+    WHERE b.pattern = unbind_topic.pattern AND b.queue_name = unbind_topic.queue_name;
+    RETURN FOUND;
+END;
+$$;
+
+CREATE FUNCTION pgmq.test_routing(routing_key text)
+RETURNS TABLE(pattern text, queue_name text, compiled_regex text)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    PERFORM pgmq.validate_routing_key(routing_key);
+    RETURN QUERY
+        SELECT b.pattern, b.queue_name, b.compiled_regex
+        FROM pgmq.topic_bindings b
+        WHERE test_routing.routing_key ~ b.compiled_regex
+        ORDER BY b.pattern;
+END;
+$$;
+
+CREATE FUNCTION pgmq.list_topic_bindings()
+RETURNS TABLE(pattern text, queue_name text, bound_at timestamptz, compiled_regex text)
+LANGUAGE sql STABLE AS $$
+    SELECT b.pattern, b.queue_name, b.bound_at, b.compiled_regex
+    FROM pgmq.topic_bindings b
+    ORDER BY b.bound_at DESC, b.pattern, b.queue_name;
+$$;
+
+CREATE FUNCTION pgmq.list_topic_bindings(queue_name text)
+RETURNS TABLE(pattern text, queue_name text, bound_at timestamptz, compiled_regex text)
+LANGUAGE sql STABLE AS $$
+    SELECT b.pattern, b.queue_name, b.bound_at, b.compiled_regex
+    FROM pgmq.topic_bindings b
+    WHERE b.queue_name = $1
+    ORDER BY b.bound_at DESC, b.pattern;
+$$;
+
+CREATE FUNCTION pgmq.send_topic(routing_key text, msg jsonb, headers jsonb, delay integer)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    target record;
+    matched integer := 0;
+BEGIN
+    PERFORM pgmq.validate_routing_key(routing_key);
+    IF msg IS NULL THEN
+        RAISE EXCEPTION 'msg cannot be NULL';
+    END IF;
+    IF delay < 0 THEN
+        RAISE EXCEPTION 'delay cannot be negative, got: %', delay;
+    END IF;
+    FOR target IN
+        SELECT DISTINCT b.queue_name FROM pgmq.topic_bindings b
+        WHERE send_topic.routing_key ~ b.compiled_regex
+        ORDER BY b.queue_name
+    LOOP
+        PERFORM pgmq.send(target.queue_name, msg, headers, delay);
+        matched := matched + 1;
+    END LOOP;
+    RETURN matched;
+END;
+$$;
+
+CREATE FUNCTION pgmq.send_topic(routing_key text, msg jsonb)
+RETURNS integer LANGUAGE sql AS $$
+    SELECT pgmq.send_topic(routing_key, msg, NULL::jsonb, 0);
+$$;
+
+CREATE FUNCTION pgmq.send_topic(routing_key text, msg jsonb, delay integer)
+RETURNS integer LANGUAGE sql AS $$
+    SELECT pgmq.send_topic(routing_key, msg, NULL::jsonb, delay);
+$$;
+
+CREATE FUNCTION pgmq.send_batch_topic(routing_key text, msgs jsonb[], headers jsonb[], delay timestamptz)
+RETURNS TABLE(queue_name text, msg_id bigint) LANGUAGE plpgsql AS $$
+DECLARE
+    target record;
+BEGIN
+    PERFORM pgmq.validate_routing_key(routing_key);
+    PERFORM pgmq._validate_batch_params(msgs, headers);
+    FOR target IN
+        SELECT DISTINCT b.queue_name AS name FROM pgmq.topic_bindings b
+        WHERE send_batch_topic.routing_key ~ b.compiled_regex
+        ORDER BY b.queue_name
+    LOOP
+        RETURN QUERY
+            SELECT target.name, sent.id
+            FROM pgmq._send_batch(target.name, msgs, headers, delay) AS sent(id);
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION pgmq.send_batch_topic(routing_key text, msgs jsonb[])
+RETURNS TABLE(queue_name text, msg_id bigint) LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send_batch_topic(routing_key, msgs, NULL::jsonb[], clock_timestamp());
+$$;
+
+CREATE FUNCTION pgmq.send_batch_topic(routing_key text, msgs jsonb[], headers jsonb[])
+RETURNS TABLE(queue_name text, msg_id bigint) LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send_batch_topic(routing_key, msgs, headers, clock_timestamp());
+$$;
+
+CREATE FUNCTION pgmq.send_batch_topic(routing_key text, msgs jsonb[], delay integer)
+RETURNS TABLE(queue_name text, msg_id bigint) LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send_batch_topic(routing_key, msgs, NULL::jsonb[],
+                                        clock_timestamp() + make_interval(secs => delay));
+$$;
+
+CREATE FUNCTION pgmq.send_batch_topic(routing_key text, msgs jsonb[], delay timestamptz)
+RETURNS TABLE(queue_name text, msg_id bigint) LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send_batch_topic(routing_key, msgs, NULL::jsonb[], delay);
+$$;
+
+CREATE FUNCTION pgmq.send_batch_topic(routing_key text, msgs jsonb[], headers jsonb[], delay integer)
+RETURNS TABLE(queue_name text, msg_id bigint) LANGUAGE sql AS $$
+    SELECT * FROM pgmq.send_batch_topic(routing_key, msgs, headers,
+                                        clock_timestamp() + make_interval(secs => delay));
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Partitioned queues (pg_partman)
+---------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgmq._ensure_pg_partman_installed()
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT pgmq._extension_exists('pg_partman') THEN
+        RAISE EXCEPTION 'pg_partman is required for partitioned queues';
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION pgmq._get_partition_col(partition_interval text)
+RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM partition_interval::integer;
+    RETURN 'msg_id';
+EXCEPTION WHEN others THEN
+    RETURN 'enqueued_at';
+END;
+$$;
+
+CREATE FUNCTION pgmq._get_pg_partman_major_version()
+RETURNS integer LANGUAGE sql AS $$
+    SELECT split_part(extversion, '.', 1)::integer FROM pg_catalog.pg_extension WHERE extname = 'pg_partman'
+$$;
+
+CREATE FUNCTION pgmq._get_pg_partman_schema()
+RETURNS text LANGUAGE sql AS $$
+    SELECT n.nspname::text
+    FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+    WHERE e.extname = 'pg_partman'
+$$;
+
+-- Registers parent_table with pg_partman and sets its retention (shared by the partitioned paths).
+CREATE FUNCTION pgmq._partman_register(
+    parent_table text, control_col text, partition_interval text, premake integer,
+    retention_interval text, keep_index boolean, infinite boolean)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    partman text := pgmq._get_pg_partman_schema();
+BEGIN
+    EXECUTE format(
+        'SELECT %I.create_parent(p_parent_table => $1, p_control => $2, p_interval => $3, p_premake => $4, p_type => $5)',
+        partman)
+    USING parent_table, control_col, partition_interval, premake,
+          CASE WHEN pgmq._get_pg_partman_major_version() = 5 THEN 'range' ELSE 'native' END;
+    EXECUTE format(
+        'UPDATE %I.part_config
+         SET retention = $1, retention_keep_table = false, retention_keep_index = $2,
+             automatic_maintenance = ''on'', infinite_time_partitions = infinite_time_partitions OR $3
+         WHERE parent_table = $4',
+        partman)
+    USING retention_interval, keep_index, infinite, parent_table;
+END;
+$$;
+
+CREATE FUNCTION pgmq.create_partitioned(
+    queue_name text, partition_interval text DEFAULT '10000',
+    retention_interval text DEFAULT '100000', premake integer DEFAULT 4)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    qtable text := pgmq.format_table_name(queue_name, 'q');
+    atable text := pgmq.format_table_name(queue_name, 'a');
+    col text;
+    archive_col text;
+BEGIN
+    PERFORM pgmq.validate_queue_name(queue_name);
+    PERFORM pgmq.acquire_queue_lock(queue_name);
+    PERFORM pgmq._ensure_pg_partman_installed();
+    IF premake < 1 THEN
+        RAISE EXCEPTION 'premake must be at least 1, got %', premake;
+    END IF;
+    col := pgmq._get_partition_col(partition_interval);
+
+    EXECUTE format(
+        'CREATE TABLE IF NOT EXISTS pgmq.%I (
+            msg_id       bigint NOT NULL GENERATED BY DEFAULT AS IDENTITY,
+            read_ct      integer NOT NULL DEFAULT 0,
+            enqueued_at  timestamptz NOT NULL DEFAULT now(),
+            last_read_at timestamptz,
+            vt           timestamptz NOT NULL,
+            message      jsonb,
+            headers      jsonb) PARTITION BY RANGE (%I)',
+        qtable, col);
+    PERFORM pgmq._partman_register('pgmq.' || qtable, col, partition_interval, premake,
+                                   retention_interval, true, false);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (%I)', qtable || '_part_idx', qtable, col);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (vt ASC)', qtable || '_vt_idx', qtable);
+
+    INSERT INTO pgmq.meta (queue_name, is_partitioned, is_unlogged)
+    VALUES (create_partitioned.queue_name, true, false)
+    ON CONFLICT DO NOTHING;
+
+    archive_col := CASE WHEN col = 'enqueued_at' THEN 'archived_at' ELSE 'msg_id' END;
+    EXECUTE format(
+        'CREATE TABLE IF NOT EXISTS pgmq.%I (
+            msg_id       bigint NOT NULL,
+            read_ct      integer NOT NULL DEFAULT 0,
+            enqueued_at  timestamptz NOT NULL DEFAULT now(),
+            last_read_at timestamptz,
+            archived_at  timestamptz NOT NULL DEFAULT now(),
+            vt           timestamptz NOT NULL,
+            message      jsonb,
+            headers      jsonb) PARTITION BY RANGE (%I)',
+        atable, archive_col);
+    PERFORM pgmq._partman_register('pgmq.' || atable, archive_col, partition_interval, premake,
+                                   retention_interval, true, false);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (archived_at)',
+                   'archived_at_idx_' || queue_name, atable);
+END;
+$$;
+
+CREATE FUNCTION pgmq.convert_archive_partitioned(
+    table_name text, partition_interval text DEFAULT '10000',
+    retention_interval text DEFAULT '100000', leading_partition integer DEFAULT 10)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    atable text := pgmq.format_table_name(table_name, 'a');
+    col text;
+    kind "char";
+BEGIN
+    SELECT c.relkind INTO kind
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'pgmq' AND c.relname = atable;
+
+    IF kind = 'p' THEN
+        RAISE NOTICE 'Table %s is already partitioned', atable;
+        RETURN;
+    END IF;
+    IF kind IS NULL OR kind <> 'r' THEN
+        RAISE NOTICE 'Table %s does not exists', atable;
+        RETURN;
+    END IF;
+    PERFORM pgmq._ensure_pg_partman_installed();
+
+    col := CASE WHEN pgmq._get_partition_col(partition_interval) = 'msg_id' THEN 'msg_id' ELSE 'archived_at' END;
+    EXECUTE format('ALTER TABLE pgmq.%I RENAME TO %I', atable, atable || '_old');
+    EXECUTE format(
+        'CREATE TABLE pgmq.%I (LIKE pgmq.%I %s) PARTITION BY RANGE (%I)',
+        atable, atable || '_old',
+        CASE WHEN col = 'archived_at'
+             THEN 'INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS'
+             ELSE 'INCLUDING ALL' END,
+        col);
+    EXECUTE format('ALTER INDEX pgmq.%I RENAME TO %I',
+                   'archived_at_idx_' || table_name, 'archived_at_idx_' || table_name || '_old');
+    EXECUTE format('CREATE INDEX %I ON pgmq.%I (archived_at)', 'archived_at_idx_' || table_name, atable);
+    PERFORM pgmq._partman_register('pgmq.' || atable, col, partition_interval, 4,
+                                   retention_interval, false, true);
+END;
+$$;

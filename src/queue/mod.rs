@@ -1,0 +1,6 @@
+//! The pgmq-compatible queue layer (contract: `shared/spec/pgmq-compat.md`).
+//!
+//! The SQL-facing API is defined in `sql/pgmq.sql`. This module holds the parts that need
+//! the server's internals: waiting between polls.
+
+pub mod wait;
