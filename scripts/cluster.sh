@@ -21,9 +21,11 @@ host    all all ::1/128        trust
 HBA
 fi
 
+lib=$(/usr/lib/postgresql/$PG_MAJOR/bin/pg_config --pkglibdir)/pgflow_core.so
+pidfile=/var/lib/postgresql/$PG_MAJOR/$name/postmaster.pid
 if pg_lsclusters -h | awk -v n="$name" '$1=="'$PG_MAJOR'" && $2==n && $4=="online"' | grep -q .; then
-  # Restart so that a freshly installed library is the one loaded.
-  pg_ctlcluster $PG_MAJOR "$name" restart
+  # Restart only when the installed library is newer than the running server.
+  if [ "$lib" -nt "$pidfile" ]; then pg_ctlcluster $PG_MAJOR "$name" restart; fi
 else
   pg_ctlcluster $PG_MAJOR "$name" start
 fi

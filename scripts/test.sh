@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The whole test suite. Run as root on Debian 12:  bash scripts/test.sh
+#
+#   scripts/test.sh            install what is missing, build, install, run every suite
+#   scripts/test.sh SUITE...   run only these suites (unit sql client python durability)
+#   SKIP_BUILD=1               reuse the installed extension
+#
+# Suites run against a dedicated cluster "pgflow_test" on port $PGFLOW_TEST_PORT (5439)
+# with pgflow_core in shared_preload_libraries.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+export PGFLOW_TEST_PORT=${PGFLOW_TEST_PORT:-5439}
+export PGHOST=localhost PGPORT=$PGFLOW_TEST_PORT PGUSER=postgres
+export PGFLOW_TEST_DSN="host=localhost port=$PGFLOW_TEST_PORT user=postgres dbname=pgflow_client_test"
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+
+suites=("$@")
+[ ${#suites[@]} -eq 0 ] && suites=(unit sql client python durability)
+
+passed=0
+failed=0
+failures=()
+record() { # record NAME PASSED FAILED
+  passed=$((passed + $2)); failed=$((failed + $3))
+  [ "$3" -gt 0 ] && failures+=("$1")
+  echo "--> $1: $2 passed, $3 failed"
+}
+
+set -e
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  bash scripts/install-deps.sh
+  echo "==> building and installing pgflow_core"
+  cargo pgrx install --pg-config "$PG_CONFIG" >/tmp/pgflow_core-install.log 2>&1 \
+    || { cat /tmp/pgflow_core-install.log; exit 1; }
+fi
+bash scripts/cluster.sh pgflow_test "$PGFLOW_TEST_PORT"
+set +e
+
+fresh_db() { # fresh_db NAME EXTENSIONS...
+  local db=$1; shift
+  psql -q -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null || return 1
+  for ext in "$@"; do psql -q -d "$db" -c "CREATE EXTENSION $ext" >/dev/null || return 1; done
+}
+
+# Counts "test result: ok. N passed; M failed" lines of cargo test output.
+cargo_counts() {
+  awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+       END { print p + 0, f + 0 }' "$1"
+}
+
+for suite in "${suites[@]}"; do
+  echo "==> suite: $suite"
+  case $suite in
+    unit)
+      log=$(mktemp)
+      cargo test --lib --features pg15 --no-default-features 2>&1 | tee "$log"
+      read -r p f < <(cargo_counts "$log")
+      [ "${PIPESTATUS[0]}" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+      record unit "$p" "$f"
+      ;;
+    sql)
+      fresh_db pgflow_sql_test pgflow_core pgtap || { record sql 0 1; continue; }
+      log=$(mktemp)
+      pg_prove -v -d pgflow_sql_test tests/sql/*.sql 2>&1 | tee "$log"
+      status=${PIPESTATUS[0]}
+      p=$(grep -cE '^ok [0-9]' "$log"); f=$(grep -cE '^not ok [0-9]' "$log")
+      [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+      record sql "$p" "$f"
+      ;;
+    client)
+      fresh_db pgflow_client_test pgflow_core || { record client 0 1; continue; }
+      log=$(mktemp)
+      cargo test --manifest-path tests/client/Cargo.toml --release 2>&1 | tee "$log"
+      status=${PIPESTATUS[0]}
+      read -r p f < <(cargo_counts "$log")
+      [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+      record client "$p" "$f"
+      ;;
+    python)
+      fresh_db pgflow_python_test pgflow_core || { record python 0 1; continue; }
+      venv=$root/target/pyvenv
+      if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/pip" show pgmq 2>/dev/null | grep -q '^Version: 1.1.4'; then
+        python3 -m venv "$venv" && "$venv/bin/pip" install -q 'pgmq==1.1.4' pytest
+      fi
+      log=$(mktemp)
+      PGFLOW_TEST_DB=pgflow_python_test "$venv/bin/pytest" -q tests/python 2>&1 | tee "$log"
+      status=${PIPESTATUS[0]}
+      p=$(grep -oE '[0-9]+ passed' "$log" | tail -1 | grep -oE '[0-9]+' || echo 0)
+      f=$(grep -oE '[0-9]+ (failed|error)' "$log" | awk '{ s += $1 } END { print s + 0 }')
+      [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+      record python "${p:-0}" "$f"
+      ;;
+    durability)
+      log=$(mktemp)
+      bash tests/durability.sh 2>&1 | tee "$log"
+      status=${PIPESTATUS[0]}
+      p=$(grep -c '^ok ' "$log"); f=$(grep -c '^not ok ' "$log")
+      [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+      record durability "$p" "$f"
+      ;;
+    *) echo "unknown suite: $suite" >&2; record "$suite" 0 1 ;;
+  esac
+done
+
+echo
+[ ${#failures[@]} -gt 0 ] && echo "failing suites: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
