@@ -18,10 +18,6 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
-# Debian's postgresql package starts a 'main' cluster; we run our own clusters instead.
-if command -v pg_lsclusters >/dev/null && pg_lsclusters -h | awk '$2=="main" && $4=="online"' | grep -q .; then
-  pg_ctlcluster $PG_MAJOR main stop || true
-fi
 
 if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
   echo "==> cargo install cargo-pgrx $PGRX_VERSION (takes a few minutes)"
