@@ -12,7 +12,7 @@ port=${PGFLOW_DEMO_PORT:-5433}
 
 bash scripts/install-deps.sh
 echo "==> building and installing pgflow_core (release)"
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/tmp/pgflow_core-install.log 2>&1 \
+bash scripts/install-extension.sh --release >/tmp/pgflow_core-install.log 2>&1 \
   || { cat /tmp/pgflow_core-install.log; exit 1; }
 bash scripts/cluster.sh pgflow_demo "$port"
 

@@ -32,7 +32,7 @@ set -e
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   bash scripts/install-deps.sh
   echo "==> building and installing pgflow_core"
-  cargo pgrx install --pg-config "$PG_CONFIG" >/tmp/pgflow_core-install.log 2>&1 \
+  bash scripts/install-extension.sh >/tmp/pgflow_core-install.log 2>&1 \
     || { cat /tmp/pgflow_core-install.log; exit 1; }
 fi
 bash scripts/cluster.sh pgflow_test "$PGFLOW_TEST_PORT"
