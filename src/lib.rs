@@ -1,12 +1,32 @@
 //! pgflow_core: DAG workflows inside PostgreSQL.
 //!
-//! Modules: `queue` is the pgmq-compatible queue layer (schema `pgmq`).
+//! - `queue`: the pgmq-compatible queue layer (schema `pgmq`, SQL in `sql/pgmq.sql`)
+//! - `flow`: flow definitions (create_flow, add_step)
+//! - `run`: the runtime (start_flow, start_tasks, complete_task, fail_task, cascades)
+//! - `events`: run and step events
+//! - `statement`, `datum`: prepared statements and raw datums shared by the above
+//! - `guc`: settings
+
+use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
+pub mod datum;
+pub mod events;
+pub mod flow;
+pub mod guc;
 pub mod queue;
+pub mod run;
+pub mod statement;
 
 pgrx::extension_sql_file!("../sql/pgmq.sql", name = "pgmq", bootstrap);
+pgrx::extension_sql_file!("../sql/pgflow_schema.sql", name = "pgflow_schema", requires = ["pgmq"]);
+pgrx::extension_sql_file!("../sql/pgflow_api.sql", name = "pgflow_api", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::init();
+}
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

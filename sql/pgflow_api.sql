@@ -1,0 +1,469 @@
+-- The pgflow functions written in SQL (contract: shared/spec/pgflow-compat.md, section 2).
+-- The core (create_flow, add_step, start_flow, start_tasks, complete_task, fail_task and the
+-- cascades) is in Rust, under src/flow and src/run.
+
+---------------------------------------------------------------------------------------------------
+-- Utilities
+---------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgflow.is_local()
+RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE SET search_path = '' AS $$
+    SELECT coalesce(
+        current_setting('app.settings.jwt_secret', true)
+            = 'super-secret-jwt-token-with-at-least-32-characters-long',
+        false);
+$$;
+
+CREATE FUNCTION pgflow.calculate_retry_delay(base_delay numeric, attempts_count integer)
+RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = '' AS $$
+    SELECT floor(base_delay::double precision * power(2::double precision, attempts_count::double precision))::integer;
+$$;
+
+CREATE FUNCTION pgflow._archive_task_message(p_run_id uuid, p_step_slug text, p_task_index integer)
+RETURNS void LANGUAGE sql SET search_path = '' AS $$
+    SELECT pgmq.archive(t.flow_slug, t.message_id)
+    FROM pgflow.step_tasks t
+    WHERE t.run_id = p_run_id AND t.step_slug = p_step_slug AND t.task_index = p_task_index
+      AND t.message_id IS NOT NULL;
+$$;
+
+CREATE FUNCTION pgflow.set_vt_batch(queue_name text, msg_ids bigint[], vt_offsets integer[])
+RETURNS TABLE(msg_id bigint, read_ct integer, enqueued_at timestamptz, vt timestamptz, message jsonb, headers jsonb)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF msg_ids IS NULL OR vt_offsets IS NULL THEN
+        RETURN;
+    END IF;
+    IF array_length(msg_ids, 1) IS DISTINCT FROM array_length(vt_offsets, 1) THEN
+        RAISE EXCEPTION 'msg_ids length (%) must equal vt_offsets length (%)',
+            array_length(msg_ids, 1), array_length(vt_offsets, 1);
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'WITH input AS (SELECT * FROM unnest($1::bigint[], $2::integer[]) AS i(msg_id, vt_offset))
+         UPDATE pgmq.%I q
+         SET vt = clock_timestamp() + make_interval(secs => input.vt_offset)
+         FROM input
+         WHERE q.msg_id = input.msg_id
+         RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.vt, q.message, q.headers',
+        pgmq.format_table_name(queue_name, 'q'))
+    USING msg_ids, vt_offsets;
+END;
+$$;
+
+CREATE FUNCTION pgflow.poll_for_tasks(
+    queue_name text, vt integer, qty integer,
+    max_poll_seconds integer DEFAULT 5, poll_interval_ms integer DEFAULT 100)
+RETURNS SETOF pgflow.step_task_record LANGUAGE plpgsql SET search_path = '' AS $$
+BEGIN
+    RAISE NOTICE 'DEPRECATED: poll_for_tasks is deprecated and will be removed. Please update pgflow via "npx pgflow install".';
+END;
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Client read helpers
+---------------------------------------------------------------------------------------------------
+
+-- SECURITY DEFINER as in the contract; search_path is pinned because it is SECURITY DEFINER.
+CREATE FUNCTION pgflow.get_run_with_states(run_id uuid)
+RETURNS jsonb LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = '' AS $$
+    SELECT jsonb_build_object(
+        'run', to_jsonb(r),
+        'steps', coalesce((SELECT jsonb_agg(to_jsonb(s)) FROM pgflow.step_states s WHERE s.run_id = r.run_id),
+                          '[]'::jsonb))
+    FROM pgflow.runs r
+    WHERE r.run_id = $1;
+$$;
+
+CREATE FUNCTION pgflow.start_flow_with_states(flow_slug text, input jsonb, run_id uuid DEFAULT NULL)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = '' AS $$
+DECLARE
+    started uuid;
+BEGIN
+    SELECT r.run_id INTO started FROM pgflow.start_flow($1, $2, $3) r;
+    RETURN pgflow.get_run_with_states(started);
+END;
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Flow shapes and compilation
+---------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgflow._get_flow_shape(p_flow_slug text)
+RETURNS jsonb LANGUAGE sql STABLE SET search_path = '' AS $$
+    SELECT jsonb_build_object('steps', coalesce(jsonb_agg(
+        jsonb_build_object(
+            'slug', s.step_slug,
+            'stepType', s.step_type,
+            'dependencies', coalesce((SELECT jsonb_agg(d.dep_slug ORDER BY d.dep_slug)
+                                      FROM pgflow.deps d
+                                      WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug),
+                                     '[]'::jsonb),
+            'whenUnmet', s.when_unmet,
+            'whenExhausted', s.when_exhausted,
+            'requiredInputPattern',
+                CASE WHEN s.required_input_pattern IS NULL THEN '{"defined": false}'::jsonb
+                     ELSE jsonb_build_object('defined', true, 'value', s.required_input_pattern) END,
+            'forbiddenInputPattern',
+                CASE WHEN s.forbidden_input_pattern IS NULL THEN '{"defined": false}'::jsonb
+                     ELSE jsonb_build_object('defined', true, 'value', s.forbidden_input_pattern) END)
+        ORDER BY s.step_index), '[]'::jsonb))
+    FROM pgflow.steps s
+    WHERE s.flow_slug = p_flow_slug;
+$$;
+
+CREATE FUNCTION pgflow._compare_flow_shapes(p_local jsonb, p_db jsonb)
+RETURNS text[] LANGUAGE plpgsql STABLE SET search_path = '' AS $$
+DECLARE
+    local_steps jsonb := coalesce(p_local -> 'steps', '[]'::jsonb);
+    db_steps jsonb := coalesce(p_db -> 'steps', '[]'::jsonb);
+    local_count integer := jsonb_array_length(local_steps);
+    db_count integer := jsonb_array_length(db_steps);
+    differences text[] := '{}';
+    l jsonb;
+    d jsonb;
+    l_deps text;
+    d_deps text;
+BEGIN
+    IF local_count <> db_count THEN
+        differences := differences || format('Step count differs: %s vs %s', local_count, db_count);
+    END IF;
+
+    FOR i IN 0 .. greatest(local_count, db_count) - 1 LOOP
+        l := local_steps -> i;
+        d := db_steps -> i;
+        IF l IS NULL THEN
+            differences := differences
+                || format('Step at index %s: missing in first shape (second has ''%s'')', i, d ->> 'slug');
+        ELSIF d IS NULL THEN
+            differences := differences
+                || format('Step at index %s: missing in second shape (first has ''%s'')', i, l ->> 'slug');
+        ELSE
+            -- Text comparisons with <>: a key missing on either side is no difference.
+            IF (l ->> 'slug') <> (d ->> 'slug') THEN
+                differences := differences
+                    || format('Step at index %s: slug differs ''%s'' vs ''%s''', i, l ->> 'slug', d ->> 'slug');
+            END IF;
+            IF (l ->> 'stepType') <> (d ->> 'stepType') THEN
+                differences := differences
+                    || format('Step at index %s: type differs ''%s'' vs ''%s''', i, l ->> 'stepType', d ->> 'stepType');
+            END IF;
+            SELECT coalesce(string_agg(x, ', ' ORDER BY x), '') INTO l_deps
+            FROM jsonb_array_elements_text(coalesce(l -> 'dependencies', '[]'::jsonb)) AS x;
+            SELECT coalesce(string_agg(x, ', ' ORDER BY x), '') INTO d_deps
+            FROM jsonb_array_elements_text(coalesce(d -> 'dependencies', '[]'::jsonb)) AS x;
+            IF l_deps <> d_deps THEN
+                differences := differences
+                    || format('Step at index %s: dependencies differ [%s] vs [%s]', i, l_deps, d_deps);
+            END IF;
+            IF (l ->> 'whenUnmet') <> (d ->> 'whenUnmet') THEN
+                differences := differences
+                    || format('Step at index %s: whenUnmet differs ''%s'' vs ''%s''', i, l ->> 'whenUnmet', d ->> 'whenUnmet');
+            END IF;
+            IF (l ->> 'whenExhausted') <> (d ->> 'whenExhausted') THEN
+                differences := differences
+                    || format('Step at index %s: whenExhausted differs ''%s'' vs ''%s''', i, l ->> 'whenExhausted', d ->> 'whenExhausted');
+            END IF;
+            -- Patterns compare as jsonb: missing vs present is a difference.
+            IF (l -> 'requiredInputPattern') IS DISTINCT FROM (d -> 'requiredInputPattern') THEN
+                differences := differences
+                    || format('Step at index %s: requiredInputPattern differs ''%s'' vs ''%s''', i,
+                              coalesce((l -> 'requiredInputPattern')::text, ''),
+                              coalesce((d -> 'requiredInputPattern')::text, ''));
+            END IF;
+            IF (l -> 'forbiddenInputPattern') IS DISTINCT FROM (d -> 'forbiddenInputPattern') THEN
+                differences := differences
+                    || format('Step at index %s: forbiddenInputPattern differs ''%s'' vs ''%s''', i,
+                              coalesce((l -> 'forbiddenInputPattern')::text, ''),
+                              coalesce((d -> 'forbiddenInputPattern')::text, ''));
+            END IF;
+        END IF;
+    END LOOP;
+    RETURN differences;
+END;
+$$;
+
+CREATE FUNCTION pgflow._create_flow_from_shape(p_flow_slug text, p_shape jsonb)
+RETURNS void LANGUAGE plpgsql SET search_path = '' AS $$
+DECLARE
+    options jsonb := p_shape -> 'options';
+    step jsonb;
+BEGIN
+    PERFORM pgflow.create_flow(p_flow_slug,
+                               (options ->> 'maxAttempts')::integer,
+                               (options ->> 'baseDelay')::integer,
+                               (options ->> 'timeout')::integer);
+    FOR step IN
+        SELECT e.value FROM jsonb_array_elements(coalesce(p_shape -> 'steps', '[]'::jsonb)) WITH ORDINALITY AS e(value, ord)
+        ORDER BY e.ord
+    LOOP
+        PERFORM pgflow.add_step(
+            flow_slug => p_flow_slug,
+            step_slug => step ->> 'slug',
+            deps_slugs => ARRAY(SELECT x.dep FROM jsonb_array_elements_text(coalesce(step -> 'dependencies', '[]'::jsonb))
+                                WITH ORDINALITY AS x(dep, ord) ORDER BY x.ord),
+            max_attempts => (step -> 'options' ->> 'maxAttempts')::integer,
+            base_delay => (step -> 'options' ->> 'baseDelay')::integer,
+            timeout => (step -> 'options' ->> 'timeout')::integer,
+            start_delay => (step -> 'options' ->> 'startDelay')::integer,
+            step_type => step ->> 'stepType',
+            required_input_pattern => CASE WHEN (step -> 'requiredInputPattern' ->> 'defined')::boolean
+                                           THEN step -> 'requiredInputPattern' -> 'value' END,
+            forbidden_input_pattern => CASE WHEN (step -> 'forbiddenInputPattern' ->> 'defined')::boolean
+                                            THEN step -> 'forbiddenInputPattern' -> 'value' END,
+            when_unmet => coalesce(step ->> 'whenUnmet', 'skip'),
+            when_exhausted => coalesce(step ->> 'whenExhausted', 'fail'));
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION pgflow.delete_flow_and_data(p_flow_slug text)
+RETURNS void LANGUAGE plpgsql SET search_path = '' AS $$
+BEGIN
+    PERFORM pgmq.drop_queue(p_flow_slug);
+    DELETE FROM pgflow.step_tasks WHERE flow_slug = p_flow_slug;
+    DELETE FROM pgflow.step_states WHERE flow_slug = p_flow_slug;
+    DELETE FROM pgflow.runs WHERE flow_slug = p_flow_slug;
+    DELETE FROM pgflow.deps WHERE flow_slug = p_flow_slug;
+    DELETE FROM pgflow.steps WHERE flow_slug = p_flow_slug;
+    DELETE FROM pgflow.flows WHERE flow_slug = p_flow_slug;
+END;
+$$;
+
+CREATE FUNCTION pgflow.ensure_flow_compiled(flow_slug text, shape jsonb, allow_data_loss boolean DEFAULT false)
+RETURNS jsonb LANGUAGE plpgsql SET search_path = '' AS $$
+DECLARE
+    differences text[];
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(1, pg_catalog.hashtext($1));
+
+    IF NOT EXISTS (SELECT 1 FROM pgflow.flows f WHERE f.flow_slug = $1) THEN
+        PERFORM pgflow._create_flow_from_shape($1, shape);
+        RETURN jsonb_build_object('status', 'compiled', 'differences', '[]'::jsonb);
+    END IF;
+
+    differences := pgflow._compare_flow_shapes(shape, pgflow._get_flow_shape($1));
+    IF cardinality(differences) = 0 THEN
+        RETURN jsonb_build_object('status', 'verified', 'differences', '[]'::jsonb);
+    END IF;
+
+    IF pgflow.is_local() OR coalesce(allow_data_loss, false) THEN
+        PERFORM pgflow.delete_flow_and_data($1);
+        PERFORM pgflow._create_flow_from_shape($1, shape);
+        RETURN jsonb_build_object('status', 'recompiled', 'differences', to_jsonb(differences));
+    END IF;
+    RETURN jsonb_build_object('status', 'mismatch', 'differences', to_jsonb(differences));
+END;
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Stalled task recovery
+---------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgflow.requeue_stalled_tasks()
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+DECLARE
+    requeued integer;
+    to_release jsonb;
+    to_archive jsonb;
+    batch jsonb;
+    ids bigint[];
+BEGIN
+    WITH stalled AS (
+        SELECT t.run_id, t.step_slug, t.task_index, t.requeued_count
+        FROM pgflow.step_tasks t
+        JOIN pgflow.flows f ON f.flow_slug = t.flow_slug
+        WHERE t.status = 'started'
+          AND t.permanently_stalled_at IS NULL
+          AND t.started_at < now() - make_interval(secs => f.opt_timeout) - interval '30 seconds'
+        FOR UPDATE OF t SKIP LOCKED
+    ), requeue AS (
+        UPDATE pgflow.step_tasks t
+        SET status = 'queued', started_at = NULL, last_worker_id = NULL,
+            requeued_count = t.requeued_count + 1, last_requeued_at = now()
+        FROM stalled s
+        WHERE t.run_id = s.run_id AND t.step_slug = s.step_slug AND t.task_index = s.task_index
+          AND s.requeued_count < 3
+        RETURNING t.flow_slug, t.message_id
+    ), stuck AS (
+        UPDATE pgflow.step_tasks t
+        SET permanently_stalled_at = now()
+        FROM stalled s
+        WHERE t.run_id = s.run_id AND t.step_slug = s.step_slug AND t.task_index = s.task_index
+          AND s.requeued_count >= 3
+        RETURNING t.flow_slug, t.message_id
+    )
+    SELECT (SELECT count(*) FROM requeue),
+           (SELECT jsonb_agg(jsonb_build_object('queue', g.flow_slug, 'ids', g.ids))
+            FROM (SELECT flow_slug, array_agg(message_id) AS ids FROM requeue
+                  WHERE message_id IS NOT NULL GROUP BY flow_slug) g),
+           (SELECT jsonb_agg(jsonb_build_object('queue', g.flow_slug, 'ids', g.ids))
+            FROM (SELECT flow_slug, array_agg(message_id) AS ids FROM stuck
+                  WHERE message_id IS NOT NULL GROUP BY flow_slug) g)
+    INTO requeued, to_release, to_archive;
+
+    FOR batch IN SELECT value FROM jsonb_array_elements(coalesce(to_release, '[]'::jsonb)) LOOP
+        ids := ARRAY(SELECT jsonb_array_elements_text(batch -> 'ids')::bigint);
+        PERFORM pgflow.set_vt_batch(batch ->> 'queue', ids, array_fill(0, ARRAY[cardinality(ids)]));
+    END LOOP;
+    -- Always archived (contract quirk Q2 allows it): a permanently stalled task is never picked again.
+    FOR batch IN SELECT value FROM jsonb_array_elements(coalesce(to_archive, '[]'::jsonb)) LOOP
+        ids := ARRAY(SELECT jsonb_array_elements_text(batch -> 'ids')::bigint);
+        PERFORM pgmq.archive(batch ->> 'queue', ids);
+    END LOOP;
+    RETURN requeued;
+END;
+$$;
+
+-- pg_cron helpers. They need the pg_cron extension in this database.
+CREATE FUNCTION pgflow._require_pg_cron()
+RETURNS void LANGUAGE plpgsql SET search_path = '' AS $$
+BEGIN
+    IF to_regnamespace('cron') IS NULL OR to_regproc('cron.schedule') IS NULL AND NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'cron' AND p.proname = 'schedule')
+    THEN
+        RAISE EXCEPTION 'pg_cron is not installed in this database'
+            USING ERRCODE = 'undefined_function',
+                  HINT = 'Run CREATE EXTENSION pg_cron (it must be in shared_preload_libraries). Without it, pgflow_core''s background worker requeues stalled tasks itself.';
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION pgflow.setup_requeue_stalled_tasks_cron(cron_interval text DEFAULT '15 seconds')
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pgflow, cron, pg_temp AS $$
+DECLARE
+    job bigint;
+BEGIN
+    PERFORM pgflow._require_pg_cron();
+    BEGIN
+        PERFORM cron.unschedule('pgflow_requeue_stalled_tasks');
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+    SELECT cron.schedule(job_name => 'pgflow_requeue_stalled_tasks', schedule => cron_interval,
+                         command => 'select pgflow.requeue_stalled_tasks()')
+    INTO job;
+    RETURN format('Scheduled pgflow_requeue_stalled_tasks (every %s, job_id=%s)', cron_interval, job);
+END;
+$$;
+
+---------------------------------------------------------------------------------------------------
+-- Workers and Supabase edge-function management
+---------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgflow.track_worker_function(function_name text)
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO pgflow.worker_functions (function_name, updated_at)
+    VALUES ($1, clock_timestamp())
+    ON CONFLICT (function_name) DO UPDATE SET updated_at = clock_timestamp();
+$$;
+
+CREATE FUNCTION pgflow.mark_worker_stopped(worker_id uuid)
+RETURNS void LANGUAGE sql AS $$
+    UPDATE pgflow.workers SET stopped_at = clock_timestamp() WHERE workers.worker_id = $1;
+$$;
+
+CREATE FUNCTION pgflow.ensure_workers()
+RETURNS TABLE(function_name text, invoked boolean, request_id bigint) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    local boolean := pgflow.is_local();
+    base_url text;
+    auth_key text;
+    project_id text;
+    target record;
+    request bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                   WHERE n.nspname = 'net' AND p.proname = 'http_post') THEN
+        RAISE NOTICE 'pgflow.ensure_workers: pg_net (net.http_post) is not installed, so no worker was invoked';
+        RETURN;
+    END IF;
+
+    IF local THEN
+        base_url := 'http://kong:8000/functions/v1';
+    ELSE
+        IF to_regclass('vault.decrypted_secrets') IS NULL THEN
+            RAISE NOTICE 'pgflow.ensure_workers: Supabase Vault (vault.decrypted_secrets) is not installed, so no worker was invoked';
+            RETURN;
+        END IF;
+        EXECUTE 'SELECT nullif(decrypted_secret, '''') FROM vault.decrypted_secrets WHERE name = $1 LIMIT 1'
+            INTO project_id USING 'supabase_project_id';
+        EXECUTE 'SELECT nullif(decrypted_secret, '''') FROM vault.decrypted_secrets WHERE name = $1 LIMIT 1'
+            INTO auth_key USING 'pgflow_auth_secret';
+        IF auth_key IS NULL THEN
+            EXECUTE 'SELECT nullif(decrypted_secret, '''') FROM vault.decrypted_secrets WHERE name = $1 LIMIT 1'
+                INTO auth_key USING 'supabase_service_role_key';
+        END IF;
+        base_url := 'https://' || project_id || '.supabase.co/functions/v1';
+        IF base_url IS NULL OR auth_key IS NULL THEN
+            RETURN;
+        END IF;
+    END IF;
+
+    FOR target IN
+        SELECT wf.function_name AS name
+        FROM pgflow.worker_functions wf
+        WHERE wf.enabled
+          AND (local OR (
+                (wf.last_invoked_at IS NULL OR wf.last_invoked_at < now() - wf.debounce)
+                AND NOT EXISTS (SELECT 1 FROM pgflow.workers w
+                                WHERE w.function_name = wf.function_name
+                                  AND w.stopped_at IS NULL AND w.deprecated_at IS NULL
+                                  AND w.last_heartbeat_at > now() - wf.debounce)))
+        ORDER BY wf.function_name
+    LOOP
+        EXECUTE 'SELECT net.http_post(url => $1, headers => $2, body => $3)'
+            INTO request
+            USING base_url || '/' || target.name,
+                  CASE WHEN local THEN '{}'::jsonb
+                       ELSE jsonb_build_object('Content-Type', 'application/json',
+                                               'Authorization', 'Bearer ' || auth_key) END,
+                  '{}'::jsonb;
+        UPDATE pgflow.worker_functions wf SET last_invoked_at = clock_timestamp() WHERE wf.function_name = target.name;
+        function_name := target.name;
+        invoked := true;
+        request_id := request;
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION pgflow.cleanup_ensure_workers_logs(retention_hours integer DEFAULT 24)
+RETURNS TABLE(cron_deleted bigint) LANGUAGE plpgsql SECURITY DEFINER SET search_path = pgflow, cron, pg_temp AS $$
+BEGIN
+    PERFORM pgflow._require_pg_cron();
+    EXECUTE 'WITH gone AS (DELETE FROM cron.job_run_details WHERE end_time < now() - make_interval(hours => $1) RETURNING 1)
+             SELECT count(*) FROM gone'
+        INTO cron_deleted USING retention_hours;
+    RETURN NEXT;
+END;
+$$;
+
+CREATE FUNCTION pgflow.setup_ensure_workers_cron(cron_interval text DEFAULT '1 second')
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pgflow, cron, pg_temp AS $$
+DECLARE
+    workers_job bigint;
+    cleanup_job bigint;
+BEGIN
+    PERFORM pgflow._require_pg_cron();
+    BEGIN
+        PERFORM cron.unschedule('pgflow_ensure_workers');
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+    BEGIN
+        PERFORM cron.unschedule('pgflow_cleanup_logs');
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+    SELECT cron.schedule(job_name => 'pgflow_ensure_workers', schedule => cron_interval,
+                         command => 'select pgflow.ensure_workers()')
+    INTO workers_job;
+    SELECT cron.schedule(job_name => 'pgflow_cleanup_logs', schedule => '0 * * * *',
+                         command => 'select pgflow.cleanup_ensure_workers_logs()')
+    INTO cleanup_job;
+    RETURN format('Scheduled pgflow_ensure_workers (every %s, job_id=%s) and pgflow_cleanup_logs (hourly, job_id=%s)',
+                  cron_interval, workers_job, cleanup_job);
+END;
+$$;

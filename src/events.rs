@@ -1,0 +1,107 @@
+//! Run and step events (contract section 3).
+//!
+//! An event goes to `realtime.send(payload, event, topic, false)` when that function exists at
+//! call time (it may be created after the extension); otherwise to `pg_notify` when
+//! `pgflow.notify_events` is on; otherwise it is dropped. The function is looked up at most once
+//! per transaction, through the syscache, never with a catalog query per task.
+
+use std::cell::Cell;
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::datum::Jsonb;
+use crate::guc;
+
+const REALTIME_SEND: &str = "realtime.send(jsonb,text,text,boolean)";
+/// pg_notify refuses payloads of 8000 bytes or more.
+const NOTIFY_PAYLOAD_LIMIT: usize = 7999;
+
+thread_local! {
+    /// (local transaction id of the lookup, realtime.send's oid or InvalidOid)
+    static REALTIME: Cell<(u32, pg_sys::Oid)> = const { Cell::new((0, pg_sys::InvalidOid)) };
+}
+
+fn realtime_send() -> Option<pg_sys::Oid> {
+    let lxid = unsafe { (*pg_sys::MyProc).lxid };
+    let (cached_lxid, cached) = REALTIME.with(Cell::get);
+    let oid = if cached_lxid == lxid && lxid != 0 {
+        cached
+    } else {
+        let found = unsafe {
+            pgrx::direct_function_call::<pg_sys::Oid>(pg_sys::to_regprocedure, &[REALTIME_SEND.into_datum()])
+        }
+        .unwrap_or(pg_sys::InvalidOid);
+        REALTIME.with(|c| c.set((lxid, found)));
+        found
+    };
+    (oid != pg_sys::InvalidOid).then_some(oid)
+}
+
+/// Whether emitted events go anywhere; callers may skip building payloads when not.
+pub fn enabled() -> bool {
+    realtime_send().is_some() || guc::NOTIFY_EVENTS.get()
+}
+
+/// Sends one event. `event` is e.g. `run:completed` or `step:<slug>:started`,
+/// `topic` is `pgflow:run:<run_id>`.
+pub fn emit(event: &str, topic: &str, payload: Jsonb) {
+    if let Some(send) = realtime_send() {
+        unsafe {
+            pg_sys::OidFunctionCall4Coll(
+                send,
+                pg_sys::InvalidOid,
+                payload.0,
+                event.into_datum().unwrap(),
+                topic.into_datum().unwrap(),
+                false.into_datum().unwrap(),
+            );
+        }
+    } else if guc::NOTIFY_EVENTS.get() {
+        notify(event, topic, payload);
+    }
+}
+
+fn notify(event: &str, topic: &str, payload: Jsonb) {
+    let body = unsafe {
+        pgrx::direct_function_call::<&CStr>(pg_sys::jsonb_out, &[Some(payload.0)])
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "null".into())
+    };
+    let event_json = serde_quote(event);
+    let mut message = format!("{{\"event\": {event_json}, \"payload\": {body}}}");
+    if message.len() > NOTIFY_PAYLOAD_LIMIT {
+        message = format!("{{\"event\": {event_json}, \"topic\": {}, \"truncated\": true}}", serde_quote(topic));
+    }
+    unsafe {
+        pgrx::direct_function_call::<()>(pg_sys::pg_notify, &[topic.into_datum(), message.as_str().into_datum()]);
+    }
+}
+
+/// A JSON string literal (event names and topics hold no control characters).
+fn serde_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serde_quote;
+
+    #[test]
+    fn quotes_json_strings() {
+        assert_eq!(serde_quote("step:a:started"), "\"step:a:started\"");
+        assert_eq!(serde_quote("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+}

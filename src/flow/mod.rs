@@ -1,0 +1,128 @@
+//! Flow definitions: create_flow and add_step (contract section 2.2). Flow shapes and
+//! compilation live in `sql/pgflow_api.sql`.
+
+use pgrx::pg_sys::{INT4OID, JSONBOID, TEXTARRAYOID, TEXTOID};
+use pgrx::prelude::*;
+
+use crate::datum::{FlowRow, Jsonb, RawDatum, StepRow};
+use crate::statement::{Statement, caller_context, col, copy_to, first, raise};
+
+static INSERT_FLOW: Statement = Statement::new(
+    "INSERT INTO pgflow.flows (flow_slug, opt_max_attempts, opt_base_delay, opt_timeout)
+     VALUES ($1, coalesce($2, 3), coalesce($3, 5), coalesce($4, 60))
+     ON CONFLICT (flow_slug) DO NOTHING",
+    &[TEXTOID, INT4OID, INT4OID, INT4OID],
+);
+
+static ENSURE_QUEUE: Statement = Statement::new(
+    "SELECT pgmq.create($1)
+     WHERE NOT EXISTS (SELECT 1 FROM pgmq.list_queues() q WHERE q.queue_name = $1)",
+    &[TEXTOID],
+);
+
+static FLOW_ROW: Statement =
+    Statement::new("SELECT f FROM pgflow.flows f WHERE f.flow_slug = $1", &[TEXTOID]);
+
+static INSERT_STEP: Statement = Statement::new(
+    "INSERT INTO pgflow.steps (flow_slug, step_slug, step_type, step_index, deps_count,
+         opt_max_attempts, opt_base_delay, opt_timeout, opt_start_delay,
+         required_input_pattern, forbidden_input_pattern, when_unmet, when_exhausted)
+     SELECT $1, $2, coalesce($3, 'single'),
+            coalesce((SELECT max(s.step_index) + 1 FROM pgflow.steps s WHERE s.flow_slug = $1), 0),
+            coalesce(cardinality($4), 0),
+            $5, $6, $7, $8, $9, $10, $11, $12
+     ON CONFLICT (flow_slug, step_slug) DO NOTHING",
+    &[
+        TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, INT4OID, INT4OID, INT4OID, INT4OID, JSONBOID, JSONBOID,
+        TEXTOID, TEXTOID,
+    ],
+);
+
+static INSERT_DEPS: Statement = Statement::new(
+    "INSERT INTO pgflow.deps (flow_slug, dep_slug, step_slug)
+     SELECT DISTINCT $1, d.dep, $2 FROM unnest($3::text[]) AS d(dep)
+     ON CONFLICT DO NOTHING",
+    &[TEXTOID, TEXTOID, TEXTARRAYOID],
+);
+
+static STEP_ROW: Statement = Statement::new(
+    "SELECT s FROM pgflow.steps s WHERE s.flow_slug = $1 AND s.step_slug = $2",
+    &[TEXTOID, TEXTOID],
+);
+
+#[pg_schema]
+mod pgflow {
+    use super::*;
+
+    /// Creates a flow (or returns the existing one unchanged) and ensures its queue.
+    #[pg_extern(requires = ["pgflow_schema"])]
+    fn create_flow(
+        flow_slug: Option<&str>,
+        max_attempts: default!(Option<i32>, "NULL"),
+        base_delay: default!(Option<i32>, "NULL"),
+        timeout: default!(Option<i32>, "NULL"),
+    ) -> Option<FlowRow> {
+        let outer = caller_context();
+        Spi::connect_mut(|client| {
+            INSERT_FLOW.run(client, &[flow_slug.into(), max_attempts.into(), base_delay.into(), timeout.into()]);
+            ENSURE_QUEUE.run(client, &[flow_slug.into()]);
+            let row = first(FLOW_ROW.run(client, &[flow_slug.into()]))?;
+            col::<RawDatum>(&row, 1).map(|d| FlowRow(copy_to(outer, d.0)))
+        })
+    }
+
+    /// Adds a step to a flow (or returns the existing step unchanged, still adding new edges).
+    #[pg_extern(requires = ["pgflow_schema"])]
+    #[allow(clippy::too_many_arguments)]
+    fn add_step(
+        flow_slug: Option<&str>,
+        step_slug: Option<&str>,
+        deps_slugs: default!(Option<Vec<Option<String>>>, "'{}'"),
+        max_attempts: default!(Option<i32>, "NULL"),
+        base_delay: default!(Option<i32>, "NULL"),
+        timeout: default!(Option<i32>, "NULL"),
+        start_delay: default!(Option<i32>, "NULL"),
+        step_type: default!(Option<&str>, "'single'"),
+        required_input_pattern: default!(Option<Jsonb>, "NULL"),
+        forbidden_input_pattern: default!(Option<Jsonb>, "NULL"),
+        when_unmet: default!(Option<&str>, "'skip'"),
+        when_exhausted: default!(Option<&str>, "'fail'"),
+    ) -> Option<StepRow> {
+        let deps: Vec<Option<String>> = deps_slugs.clone().unwrap_or_default();
+        if step_type.unwrap_or("single") == "map" && deps.len() > 1 {
+            let listed: Vec<String> = deps.iter().map(|d| d.clone().unwrap_or_default()).collect();
+            raise(format!(
+                "Map step \"{}\" can have at most one dependency, but {} were provided: {}",
+                step_slug.unwrap_or(""),
+                deps.len(),
+                listed.join(", ")
+            ));
+        }
+        let outer = caller_context();
+        Spi::connect_mut(|client| {
+            INSERT_STEP.run(
+                client,
+                &[
+                    flow_slug.into(),
+                    step_slug.into(),
+                    step_type.into(),
+                    deps_slugs.clone().into(),
+                    max_attempts.into(),
+                    base_delay.into(),
+                    timeout.into(),
+                    start_delay.into(),
+                    required_input_pattern.into(),
+                    forbidden_input_pattern.into(),
+                    when_unmet.into(),
+                    when_exhausted.into(),
+                ],
+            );
+            if !deps.is_empty() {
+                INSERT_DEPS.run(client, &[flow_slug.into(), step_slug.into(), deps_slugs.clone().into()]);
+            }
+            let row = first(STEP_ROW.run(client, &[flow_slug.into(), step_slug.into()]))?;
+            col::<RawDatum>(&row, 1).map(|d| StepRow(copy_to(outer, d.0)))
+        })
+    }
+}
+

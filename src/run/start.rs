@@ -1,0 +1,171 @@
+//! start_flow and start_ready_steps.
+
+use pgrx::pg_sys::{INT4OID, JSONBOID, TEXTOID, UUIDOID};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use super::cascade;
+use crate::datum::{Jsonb, RunRow};
+use crate::statement::{Statement, caller_context, col, first, raise};
+
+static FLOW_CHECK: Statement = Statement::new(
+    "SELECT coalesce(bool_or(s.step_type = 'map' AND s.deps_count = 0), false),
+            count(*)::int,
+            jsonb_typeof($2)
+     FROM pgflow.steps s WHERE s.flow_slug = $1",
+    &[TEXTOID, JSONBOID],
+);
+
+static INSERT_RUN: Statement = Statement::new(
+    "WITH run AS (
+         INSERT INTO pgflow.runs (run_id, flow_slug, input, remaining_steps)
+         VALUES (coalesce($3, gen_random_uuid()), $1, $2, $4)
+         RETURNING run_id, flow_slug, input, remaining_steps, started_at
+     ), states AS (
+         INSERT INTO pgflow.step_states (flow_slug, run_id, step_slug, remaining_deps, initial_tasks)
+         SELECT s.flow_slug, run.run_id, s.step_slug, s.deps_count,
+                CASE WHEN s.step_type = 'single' THEN 1
+                     WHEN s.deps_count = 0 THEN jsonb_array_length(run.input) END
+         FROM run JOIN pgflow.steps s ON s.flow_slug = run.flow_slug
+     )
+     SELECT 'run:started', 'pgflow:run:' || run_id,
+            jsonb_build_object('event_type', 'run:started', 'run_id', run_id, 'flow_slug', flow_slug,
+                               'input', input, 'status', 'started', 'remaining_steps', remaining_steps,
+                               'started_at', started_at),
+            run_id
+     FROM run",
+    &[TEXTOID, JSONBOID, UUIDOID, INT4OID],
+);
+
+static START_READY: Statement = Statement::new(
+    "WITH ready AS (
+         SELECT ss.run_id, ss.step_slug
+         FROM pgflow.step_states ss
+         JOIN pgflow.runs r ON r.run_id = ss.run_id AND r.status = 'started'
+         WHERE ss.run_id = $1 AND ss.status = 'created' AND ss.remaining_deps = 0 AND ss.initial_tasks > 0
+         ORDER BY ss.step_slug
+         FOR UPDATE OF ss
+     ), started AS (
+         UPDATE pgflow.step_states ss
+         SET status = 'started', started_at = now(), remaining_tasks = ss.initial_tasks
+         FROM ready
+         WHERE ss.run_id = ready.run_id AND ss.step_slug = ready.step_slug
+         RETURNING ss.flow_slug, ss.run_id, ss.step_slug, ss.started_at, ss.remaining_tasks,
+                   ss.remaining_deps, ss.initial_tasks
+     )
+     SELECT 'step:' || st.step_slug || ':started', 'pgflow:run:' || st.run_id,
+            jsonb_build_object('event_type', 'step:started', 'run_id', st.run_id, 'step_slug', st.step_slug,
+                               'status', 'started', 'started_at', st.started_at,
+                               'remaining_tasks', st.remaining_tasks, 'remaining_deps', st.remaining_deps),
+            st.flow_slug, st.step_slug, st.initial_tasks, coalesce(s.opt_start_delay, 0)
+     FROM started st
+     JOIN pgflow.steps s ON s.flow_slug = st.flow_slug AND s.step_slug = st.step_slug
+     ORDER BY st.step_slug",
+    &[UUIDOID],
+);
+
+// One message per task, sent in task_index order, so ids pair with task indexes.
+static ENQUEUE_TASKS: Statement = Statement::new(
+    "INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
+     SELECT $1, $2, $3, (m.ord - 1)::int, m.msg_id
+     FROM pgmq.send_batch(
+            $1,
+            ARRAY(SELECT jsonb_build_object('flow_slug', $1, 'run_id', $2, 'step_slug', $3, 'task_index', i)
+                  FROM generate_series(0, $4 - 1) AS i ORDER BY i),
+            $5) WITH ORDINALITY AS m(msg_id, ord)",
+    &[TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID],
+);
+
+/// Starts every ready step of a run and enqueues its tasks.
+pub(crate) fn start_ready_steps(client: &mut SpiClient<'_>, run_id: pgrx::Uuid) {
+    let mut to_enqueue = Vec::new();
+    let started = START_READY.run(client, &[run_id.into()]);
+    for row in started {
+        if crate::events::enabled() {
+            if let Some(payload) = col::<Jsonb>(&row, 3) {
+                let event: String = col(&row, 1).unwrap_or_default();
+                let topic: String = col(&row, 2).unwrap_or_default();
+                crate::events::emit(&event, &topic, payload);
+            }
+        }
+        let flow_slug: String = col(&row, 4).unwrap_or_default();
+        let step_slug: String = col(&row, 5).unwrap_or_default();
+        let tasks: i32 = col(&row, 6).unwrap_or(0);
+        let delay: i32 = col(&row, 7).unwrap_or(0);
+        to_enqueue.push((flow_slug, step_slug, tasks, delay));
+    }
+    for (flow_slug, step_slug, tasks, delay) in to_enqueue {
+        ENQUEUE_TASKS.run(
+            client,
+            &[flow_slug.as_str().into(), run_id.into(), step_slug.as_str().into(), tasks.into(), delay.into()],
+        );
+    }
+}
+
+pub(crate) fn start_flow(
+    client: &mut SpiClient<'_>,
+    flow_slug: Option<&str>,
+    input: Option<Jsonb>,
+    run_id: Option<pgrx::Uuid>,
+) -> Option<pgrx::Uuid> {
+    let check = first(FLOW_CHECK.run(client, &[flow_slug.into(), input.into()]))?;
+    let has_root_map: bool = col(&check, 1).unwrap_or(false);
+    let step_count: i32 = col(&check, 2).unwrap_or(0);
+    let input_type: Option<String> = col(&check, 3);
+    if has_root_map {
+        let slug = flow_slug.unwrap_or("");
+        match input_type.as_deref() {
+            None => raise(format!("Flow {slug} has root map steps but input is NULL")),
+            Some("array") => {}
+            Some(other) => raise(format!("Flow {slug} has root map steps but input is not an array (got {other})")),
+        }
+    }
+
+    let inserted = INSERT_RUN.run(client, &[flow_slug.into(), input.into(), run_id.into(), step_count.into()]);
+    let mut run_id = None;
+    for row in inserted {
+        run_id = col::<pgrx::Uuid>(&row, 4);
+        if crate::events::enabled() {
+            if let Some(payload) = col::<Jsonb>(&row, 3) {
+                crate::events::emit("run:started", &col::<String>(&row, 2).unwrap_or_default(), payload);
+            }
+        }
+    }
+    let run_id = run_id?;
+
+    if cascade::resolve_conditions(client, run_id) {
+        cascade::complete_taskless_steps(client, run_id);
+        start_ready_steps(client, run_id);
+        cascade::maybe_complete_run(client, run_id);
+    }
+    Some(run_id)
+}
+
+#[pg_schema]
+mod pgflow {
+    use super::*;
+
+    /// Starts a run of a flow and returns it (status may already be completed or failed).
+    #[pg_extern(requires = ["pgflow_schema"])]
+    fn start_flow(
+        flow_slug: Option<&str>,
+        input: Option<Jsonb>,
+        run_id: default!(Option<pgrx::Uuid>, "NULL"),
+    ) -> SetOfIterator<'static, RunRow> {
+        let outer = caller_context();
+        let row = Spi::connect_mut(|client| {
+            let run_id = super::start_flow(client, flow_slug, input, run_id)?;
+            crate::run::run_row(client, outer, run_id)
+        });
+        SetOfIterator::new(row)
+    }
+
+    /// Starts every ready step of a run (status created, no remaining deps, tasks known and > 0).
+    #[pg_extern(requires = ["pgflow_schema"])]
+    fn start_ready_steps(run_id: Option<pgrx::Uuid>) {
+        if let Some(run_id) = run_id {
+            Spi::connect_mut(|client| super::start_ready_steps(client, run_id));
+        }
+    }
+}
+

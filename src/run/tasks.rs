@@ -1,0 +1,471 @@
+//! start_tasks, complete_task and fail_task: the hot path of every worker.
+
+use pgrx::pg_sys::{INT4OID, INT8ARRAYOID, JSONBOID, TEXTOID, UUIDOID};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use super::{archive_run_messages, archive_step_messages, archive_task_message, cascade, emit_events, start, task_state};
+use crate::datum::{Jsonb, RawDatum, TaskRecord, TaskRow};
+use crate::statement::{Statement, caller_context, col, copy_to, first};
+
+// Claims queued tasks of running steps and builds their input in the same statement.
+static START_TASKS: Statement = Statement::new(
+    "WITH claimed AS (
+         UPDATE pgflow.step_tasks t
+         SET attempts_count = t.attempts_count + 1, status = 'started', started_at = now(),
+             last_worker_id = $3
+         FROM pgflow.runs r, pgflow.step_states ss
+         WHERE t.flow_slug = $1 AND t.message_id = ANY($2) AND t.status = 'queued'
+           AND r.run_id = t.run_id AND r.status = 'started'
+           AND ss.run_id = t.run_id AND ss.step_slug = t.step_slug AND ss.status = 'started'
+         RETURNING t.flow_slug, t.run_id, t.step_slug, t.task_index, t.message_id, r.input AS run_input
+     )
+     SELECT ROW(c.flow_slug, c.run_id, c.step_slug,
+                CASE WHEN s.step_type = 'map' THEN
+                         CASE WHEN s.deps_count = 0 THEN c.run_input -> c.task_index
+                              ELSE (SELECT ds.output -> c.task_index
+                                    FROM pgflow.deps d
+                                    JOIN pgflow.step_states ds ON ds.run_id = c.run_id AND ds.step_slug = d.dep_slug
+                                    WHERE d.flow_slug = c.flow_slug AND d.step_slug = c.step_slug
+                                    LIMIT 1)
+                         END
+                     ELSE coalesce((SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                                    FROM pgflow.deps d
+                                    JOIN pgflow.step_states ds ON ds.run_id = c.run_id AND ds.step_slug = d.dep_slug
+                                    WHERE d.flow_slug = c.flow_slug AND d.step_slug = c.step_slug
+                                      AND ds.status = 'completed'), '{}'::jsonb)
+                END,
+                c.message_id, c.task_index,
+                CASE WHEN s.step_type = 'single' AND s.deps_count = 0 THEN c.run_input END
+            )::pgflow.step_task_record
+     FROM claimed c
+     JOIN pgflow.steps s ON s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug",
+    &[TEXTOID, INT8ARRAYOID, UUIDOID],
+);
+
+// Locks the run and the step state (in that order) for a completion or failure.
+static LOCK_RUN_AND_STEP: Statement = Statement::new(
+    "SELECT r.status, ss.status, s.step_type, r.flow_slug, s.when_exhausted
+     FROM pgflow.runs r
+     JOIN pgflow.step_states ss ON ss.run_id = r.run_id AND ss.step_slug = $2
+     JOIN pgflow.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+     WHERE r.run_id = $1
+     FOR UPDATE OF r, ss",
+    &[UUIDOID, TEXTOID],
+);
+
+// A dependent map step still waiting to learn its size, when `output` cannot give it one.
+static TYPE_CHECK: Statement = Statement::new(
+    "SELECT d.step_slug, coalesce(jsonb_typeof($4), 'null')
+     FROM pgflow.deps d
+     JOIN pgflow.steps ms ON ms.flow_slug = d.flow_slug AND ms.step_slug = d.step_slug AND ms.step_type = 'map'
+     JOIN pgflow.step_states mss ON mss.run_id = $1 AND mss.step_slug = d.step_slug AND mss.initial_tasks IS NULL
+     WHERE d.flow_slug = $3 AND d.dep_slug = $2 AND ($4 IS NULL OR jsonb_typeof($4) <> 'array')
+     ORDER BY d.step_slug
+     LIMIT 1",
+    &[UUIDOID, TEXTOID, TEXTOID, JSONBOID],
+);
+
+static TYPE_VIOLATION_RUN: Statement = Statement::new(
+    "UPDATE pgflow.runs SET status = 'failed', failed_at = now()
+     WHERE run_id = $1
+     RETURNING 'run:failed', 'pgflow:run:' || run_id,
+               jsonb_build_object('event_type', 'run:failed', 'run_id', run_id, 'flow_slug', flow_slug,
+                                  'status', 'failed', 'failed_at', failed_at)",
+    &[UUIDOID],
+);
+
+static TYPE_VIOLATION_TASK_AND_STEP: Statement = Statement::new(
+    "WITH task AS (
+         UPDATE pgflow.step_tasks
+         SET status = 'failed', failed_at = now(), output = $3,
+             error_message = '[TYPE_VIOLATION] Produced ' || $4 || ' instead of array'
+         WHERE run_id = $1 AND step_slug = $2 AND task_index = $6
+     ), step AS (
+         UPDATE pgflow.step_states
+         SET status = 'failed', failed_at = now(),
+             error_message = '[TYPE_VIOLATION] Map step ' || $5 || ' expects array input but dependency '
+                             || $2 || ' produced ' || $4
+         WHERE run_id = $1 AND step_slug = $2
+         RETURNING run_id, step_slug, error_message, failed_at
+     )
+     SELECT 'step:' || step_slug || ':failed', 'pgflow:run:' || run_id,
+            jsonb_build_object('event_type', 'step:failed', 'run_id', run_id, 'step_slug', step_slug,
+                               'status', 'failed', 'error_message', error_message, 'failed_at', failed_at)
+     FROM step",
+    &[UUIDOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, INT4OID],
+);
+
+static COMPLETE_TASK_ROW: Statement = Statement::new(
+    "UPDATE pgflow.step_tasks SET status = 'completed', completed_at = now(), output = $4
+     WHERE run_id = $1 AND step_slug = $2 AND task_index = $3 AND status = 'started'",
+    &[UUIDOID, TEXTOID, INT4OID, JSONBOID],
+);
+
+// One task fewer to go; the last one completes the step with its output (map: ordered array).
+static STEP_TASK_DONE: Statement = Statement::new(
+    "UPDATE pgflow.step_states ss
+     SET remaining_tasks = ss.remaining_tasks - 1,
+         status = CASE WHEN ss.remaining_tasks = 1 THEN 'completed' ELSE ss.status END,
+         completed_at = CASE WHEN ss.remaining_tasks = 1 THEN now() ELSE ss.completed_at END,
+         output = CASE WHEN ss.remaining_tasks <> 1 THEN ss.output
+                       WHEN $3 = 'single' THEN $4
+                       ELSE (SELECT coalesce(jsonb_agg(t.output ORDER BY t.task_index), '[]'::jsonb)
+                             FROM pgflow.step_tasks t
+                             WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
+                               AND t.status = 'completed')
+                  END
+     WHERE ss.run_id = $1 AND ss.step_slug = $2
+     RETURNING ss.status = 'completed'",
+    &[UUIDOID, TEXTOID, TEXTOID, JSONBOID],
+);
+
+// A completed step: dependents lose a dependency (a dependent map learns its size) and the
+// run has one step fewer to go.
+static STEP_COMPLETED: Statement = Statement::new(
+    "WITH step AS (
+         SELECT ss.run_id, ss.step_slug, ss.flow_slug, ss.output, ss.completed_at
+         FROM pgflow.step_states ss WHERE ss.run_id = $1 AND ss.step_slug = $2
+     ), children AS (
+         UPDATE pgflow.step_states child
+         SET remaining_deps = child.remaining_deps - 1,
+             initial_tasks = CASE WHEN cs.step_type = 'map' AND child.initial_tasks IS NULL
+                                       AND jsonb_typeof(step.output) = 'array'
+                                  THEN jsonb_array_length(step.output)
+                                  ELSE child.initial_tasks END
+         FROM step, pgflow.deps d, pgflow.steps cs
+         WHERE d.flow_slug = step.flow_slug AND d.dep_slug = step.step_slug
+           AND child.run_id = step.run_id AND child.step_slug = d.step_slug
+           AND cs.flow_slug = child.flow_slug AND cs.step_slug = child.step_slug
+     ), run AS (
+         UPDATE pgflow.runs SET remaining_steps = remaining_steps - 1 WHERE run_id = $1
+     )
+     SELECT 'step:' || step_slug || ':completed', 'pgflow:run:' || run_id,
+            jsonb_build_object('event_type', 'step:completed', 'run_id', run_id, 'step_slug', step_slug,
+                               'status', 'completed', 'output', output, 'completed_at', completed_at)
+     FROM step",
+    &[UUIDOID, TEXTOID],
+);
+
+static FAIL_TASK_OF_FAILED_RUN: Statement = Statement::new(
+    "UPDATE pgflow.step_tasks SET status = 'failed', failed_at = now(), error_message = $4
+     WHERE run_id = $1 AND step_slug = $2 AND task_index = $3 AND status = 'started'",
+    &[UUIDOID, TEXTOID, INT4OID, TEXTOID],
+);
+
+// A failed attempt: back to the queue while attempts remain, else failed for good.
+static FAIL_TASK_ROW: Statement = Statement::new(
+    "UPDATE pgflow.step_tasks t
+     SET status = CASE WHEN t.attempts_count < cfg.max_attempts THEN 'queued' ELSE 'failed' END,
+         started_at = CASE WHEN t.attempts_count < cfg.max_attempts THEN NULL ELSE t.started_at END,
+         failed_at = CASE WHEN t.attempts_count < cfg.max_attempts THEN NULL ELSE now() END,
+         error_message = $4
+     FROM (SELECT coalesce(s.opt_max_attempts, f.opt_max_attempts) AS max_attempts
+           FROM pgflow.steps s JOIN pgflow.flows f ON f.flow_slug = s.flow_slug
+           WHERE s.flow_slug = $5 AND s.step_slug = $2) cfg
+     WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = 'started'
+     RETURNING t.status",
+    &[UUIDOID, TEXTOID, INT4OID, TEXTOID, TEXTOID],
+);
+
+static STEP_RETRYING: Statement = Statement::new(
+    "UPDATE pgflow.step_states SET failed_at = NULL, error_message = NULL
+     WHERE run_id = $1 AND step_slug = $2",
+    &[UUIDOID, TEXTOID],
+);
+
+static STEP_AND_RUN_FAILED: Statement = Statement::new(
+    "WITH step AS (
+         UPDATE pgflow.step_states SET status = 'failed', failed_at = now(), error_message = $3
+         WHERE run_id = $1 AND step_slug = $2
+         RETURNING run_id, step_slug, failed_at
+     ), run AS (
+         UPDATE pgflow.runs SET status = 'failed', failed_at = now()
+         WHERE run_id = $1
+         RETURNING run_id, flow_slug, failed_at
+     )
+     SELECT event, topic, payload FROM (
+         SELECT 1 AS ord, 'step:' || step_slug || ':failed' AS event, 'pgflow:run:' || run_id AS topic,
+                jsonb_build_object('event_type', 'step:failed', 'run_id', run_id, 'step_slug', step_slug,
+                                   'status', 'failed', 'error_message', $3, 'failed_at', failed_at) AS payload
+         FROM step
+         UNION ALL
+         SELECT 2, 'run:failed', 'pgflow:run:' || run_id,
+                jsonb_build_object('event_type', 'run:failed', 'run_id', run_id, 'flow_slug', flow_slug,
+                                   'status', 'failed', 'error_message', $3, 'failed_at', failed_at)
+         FROM run) events
+     ORDER BY ord",
+    &[UUIDOID, TEXTOID, TEXTOID],
+);
+
+static STEP_SKIPPED_BY_FAILURE: Statement = Statement::new(
+    "WITH step AS (
+         UPDATE pgflow.step_states
+         SET status = 'skipped', skip_reason = 'handler_failed', skipped_at = now(), error_message = $3,
+             remaining_tasks = NULL, failed_at = NULL
+         WHERE run_id = $1 AND step_slug = $2 AND status <> 'skipped'
+         RETURNING run_id, step_slug, error_message, skipped_at
+     ), run AS (
+         UPDATE pgflow.runs SET remaining_steps = remaining_steps - 1
+         WHERE run_id = $1 AND EXISTS (SELECT 1 FROM step)
+     )
+     SELECT 'step:' || step_slug || ':skipped', 'pgflow:run:' || run_id,
+            jsonb_build_object('event_type', 'step:skipped', 'run_id', run_id, 'step_slug', step_slug,
+                               'status', 'skipped', 'skip_reason', 'handler_failed',
+                               'error_message', error_message, 'skipped_at', skipped_at)
+     FROM step",
+    &[UUIDOID, TEXTOID, TEXTOID],
+);
+
+static DEPENDENTS_OF_SKIPPED: Statement = Statement::new(
+    "UPDATE pgflow.step_states child
+     SET remaining_deps = child.remaining_deps - 1,
+         initial_tasks = CASE WHEN cs.step_type = 'map' AND cs.deps_count = 1 THEN 0
+                              ELSE child.initial_tasks END
+     FROM pgflow.deps d, pgflow.steps cs
+     WHERE d.flow_slug = $3 AND d.dep_slug = $2
+       AND child.run_id = $1 AND child.step_slug = d.step_slug
+       AND cs.flow_slug = child.flow_slug AND cs.step_slug = child.step_slug",
+    &[UUIDOID, TEXTOID, TEXTOID],
+);
+
+static RETRY_DELAY: Statement = Statement::new(
+    "SELECT pgmq.set_vt(t.flow_slug, t.message_id,
+                        pgflow.calculate_retry_delay(coalesce(s.opt_base_delay, f.opt_base_delay), t.attempts_count))
+     FROM pgflow.step_tasks t
+     JOIN pgflow.steps s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+     JOIN pgflow.flows f ON f.flow_slug = t.flow_slug
+     WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.message_id IS NOT NULL",
+    &[UUIDOID, TEXTOID, INT4OID],
+);
+
+struct Locked {
+    run_status: String,
+    step_status: String,
+    step_type: String,
+    flow_slug: String,
+    when_exhausted: String,
+}
+
+fn lock_run_and_step(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slug: &str) -> Option<Locked> {
+    let row = first(LOCK_RUN_AND_STEP.run(client, &[run_id.into(), step_slug.into()]))?;
+    Some(Locked {
+        run_status: col(&row, 1).unwrap_or_default(),
+        step_status: col(&row, 2).unwrap_or_default(),
+        step_type: col(&row, 3).unwrap_or_default(),
+        flow_slug: col(&row, 4).unwrap_or_default(),
+        when_exhausted: col(&row, 5).unwrap_or_default(),
+    })
+}
+
+pub(crate) fn complete_task(
+    client: &mut SpiClient<'_>,
+    outer: pgrx::pg_sys::MemoryContext,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+    task_index: i32,
+    output: Option<Jsonb>,
+) -> Option<TaskRow> {
+    let locked = lock_run_and_step(client, run_id, step_slug)?;
+    if locked.run_status == "failed" {
+        return task_state(client, outer, run_id, step_slug, task_index).map(|t| t.row);
+    }
+    if locked.step_status != "started" {
+        archive_task_message(client, run_id, step_slug, task_index);
+        return task_state(client, outer, run_id, step_slug, task_index).map(|t| t.row);
+    }
+
+    if locked.step_type == "single" {
+        let violation = first(TYPE_CHECK.run(
+            client,
+            &[run_id.into(), step_slug.into(), locked.flow_slug.as_str().into(), output.into()],
+        ));
+        if let Some(row) = violation {
+            let map_slug: String = col(&row, 1).unwrap_or_default();
+            let produced: String = col(&row, 2).unwrap_or_default();
+            emit_events(TYPE_VIOLATION_RUN.run(client, &[run_id.into()]));
+            archive_run_messages(client, run_id);
+            emit_events(TYPE_VIOLATION_TASK_AND_STEP.run(
+                client,
+                &[
+                    run_id.into(),
+                    step_slug.into(),
+                    output.into(),
+                    produced.as_str().into(),
+                    map_slug.as_str().into(),
+                    task_index.into(),
+                ],
+            ));
+            archive_task_message(client, run_id, step_slug, task_index);
+            return task_state(client, outer, run_id, step_slug, task_index).map(|t| t.row);
+        }
+    }
+
+    let completed_now = COMPLETE_TASK_ROW
+        .run(client, &[run_id.into(), step_slug.into(), task_index.into(), output.into()])
+        .len()
+        > 0;
+    let mut step_completed = false;
+    if completed_now {
+        let done = first(STEP_TASK_DONE.run(
+            client,
+            &[run_id.into(), step_slug.into(), locked.step_type.as_str().into(), output.into()],
+        ));
+        step_completed = done.and_then(|row| col::<bool>(&row, 1)).unwrap_or(false);
+    }
+
+    if step_completed {
+        emit_events(STEP_COMPLETED.run(client, &[run_id.into(), step_slug.into()]));
+        if !cascade::resolve_conditions(client, run_id) {
+            archive_task_message(client, run_id, step_slug, task_index);
+            return task_state(client, outer, run_id, step_slug, task_index).map(|t| t.row);
+        }
+        cascade::complete_taskless_steps(client, run_id);
+    }
+
+    let task = task_state(client, outer, run_id, step_slug, task_index);
+    if task.as_ref().is_some_and(|t| t.status == "completed" && t.message_id.is_some()) {
+        archive_task_message(client, run_id, step_slug, task_index);
+    }
+    if step_completed {
+        start::start_ready_steps(client, run_id);
+        cascade::maybe_complete_run(client, run_id);
+    }
+    task.map(|t| t.row)
+}
+
+pub(crate) fn fail_task(
+    client: &mut SpiClient<'_>,
+    outer: pgrx::pg_sys::MemoryContext,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+    task_index: i32,
+    error_message: Option<&str>,
+) -> Option<TaskRow> {
+    let locked = lock_run_and_step(client, run_id, step_slug)?;
+    let task_args = [run_id.into(), step_slug.into(), task_index.into()];
+    if locked.run_status == "failed" {
+        FAIL_TASK_OF_FAILED_RUN.run(client, &[run_id.into(), step_slug.into(), task_index.into(), error_message.into()]);
+        archive_task_message(client, run_id, step_slug, task_index);
+        return task_state(client, outer, run_id, step_slug, task_index).map(|t| t.row);
+    }
+    if locked.step_status != "started" {
+        archive_task_message(client, run_id, step_slug, task_index);
+        return task_state(client, outer, run_id, step_slug, task_index).map(|t| t.row);
+    }
+
+    let new_status: Option<String> = first(FAIL_TASK_ROW.run(
+        client,
+        &[
+            run_id.into(),
+            step_slug.into(),
+            task_index.into(),
+            error_message.into(),
+            locked.flow_slug.as_str().into(),
+        ],
+    ))
+    .and_then(|row| col(&row, 1));
+
+    match new_status.as_deref() {
+        Some("queued") => {
+            STEP_RETRYING.run(client, &[run_id.into(), step_slug.into()]);
+        }
+        Some("failed") if locked.when_exhausted == "fail" => {
+            emit_events(STEP_AND_RUN_FAILED.run(client, &[run_id.into(), step_slug.into(), error_message.into()]));
+            archive_run_messages(client, run_id);
+        }
+        Some("failed") => {
+            archive_step_messages(client, run_id, vec![step_slug.to_string()]);
+            emit_events(STEP_SKIPPED_BY_FAILURE.run(client, &[run_id.into(), step_slug.into(), error_message.into()]));
+            let mut go_on = true;
+            if locked.when_exhausted == "skip-cascade" {
+                cascade::force_skip_steps(client, run_id, Some(step_slug), Some("handler_failed"));
+            } else {
+                DEPENDENTS_OF_SKIPPED.run(client, &[run_id.into(), step_slug.into(), locked.flow_slug.as_str().into()]);
+                if cascade::resolve_conditions(client, run_id) {
+                    cascade::complete_taskless_steps(client, run_id);
+                    start::start_ready_steps(client, run_id);
+                } else {
+                    archive_task_message(client, run_id, step_slug, task_index);
+                    go_on = false;
+                }
+            }
+            if !go_on {
+                return task_state(client, outer, run_id, step_slug, task_index).map(|t| t.row);
+            }
+            cascade::maybe_complete_run(client, run_id);
+        }
+        _ => {}
+    }
+
+    let task = task_state(client, outer, run_id, step_slug, task_index)?;
+    match task.status.as_str() {
+        "queued" => {
+            RETRY_DELAY.run(client, &task_args);
+        }
+        "failed" => archive_task_message(client, run_id, step_slug, task_index),
+        _ => {}
+    }
+    Some(task.row)
+}
+
+#[pg_schema]
+mod pgflow {
+    use super::*;
+
+    /// Starts the queued tasks behind the given messages and returns their inputs.
+    #[pg_extern(requires = ["pgflow_schema"])]
+    fn start_tasks(
+        flow_slug: Option<&str>,
+        msg_ids: Option<Vec<Option<i64>>>,
+        worker_id: Option<pgrx::Uuid>,
+    ) -> SetOfIterator<'static, TaskRecord> {
+        let outer = caller_context();
+        let records: Vec<TaskRecord> = match msg_ids {
+            Some(ids) if !ids.is_empty() => Spi::connect_mut(|client| {
+                START_TASKS
+                    .run(client, &[flow_slug.into(), Some(ids).into(), worker_id.into()])
+                    .filter_map(|row| col::<RawDatum>(&row, 1).map(|d| TaskRecord(copy_to(outer, d.0))))
+                    .collect()
+            }),
+            _ => Vec::new(),
+        };
+        SetOfIterator::new(records)
+    }
+
+    /// Completes a started task; may complete its step, start dependents and complete the run.
+    #[pg_extern(requires = ["pgflow_schema"])]
+    fn complete_task(
+        run_id: Option<pgrx::Uuid>,
+        step_slug: Option<&str>,
+        task_index: Option<i32>,
+        output: Option<Jsonb>,
+    ) -> SetOfIterator<'static, TaskRow> {
+        let outer = caller_context();
+        let row = match (run_id, step_slug, task_index) {
+            (Some(run_id), Some(step_slug), Some(task_index)) => Spi::connect_mut(|client| {
+                super::complete_task(client, outer, run_id, step_slug, task_index, output)
+            }),
+            _ => None,
+        };
+        SetOfIterator::new(row)
+    }
+
+    /// Records a failed attempt: retry with backoff, or fail/skip the step when exhausted.
+    #[pg_extern(requires = ["pgflow_schema"])]
+    fn fail_task(
+        run_id: Option<pgrx::Uuid>,
+        step_slug: Option<&str>,
+        task_index: Option<i32>,
+        error_message: Option<&str>,
+    ) -> SetOfIterator<'static, TaskRow> {
+        let outer = caller_context();
+        let row = match (run_id, step_slug, task_index) {
+            (Some(run_id), Some(step_slug), Some(task_index)) => Spi::connect_mut(|client| {
+                super::fail_task(client, outer, run_id, step_slug, task_index, error_message)
+            }),
+            _ => None,
+        };
+        SetOfIterator::new(row)
+    }
+}

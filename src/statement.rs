@@ -1,0 +1,87 @@
+//! Prepared statements kept for the life of the backend.
+//!
+//! Each statement is parsed and planned once per backend, on first use, and kept with
+//! `SPI_keepplan`. PostgreSQL's plan cache revalidates kept plans when the objects they use
+//! change, so a dropped and re-created table or function is picked up by name.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::{self, PgOid};
+use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiTupleTable};
+
+pub struct Statement {
+    sql: &'static str,
+    arg_types: &'static [pg_sys::Oid],
+}
+
+thread_local! {
+    static PLANS: RefCell<HashMap<usize, &'static OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+}
+
+impl Statement {
+    pub const fn new(sql: &'static str, arg_types: &'static [pg_sys::Oid]) -> Self {
+        Statement { sql, arg_types }
+    }
+
+    fn plan(&'static self, client: &SpiClient<'_>) -> &'static OwnedPreparedStatement {
+        let key = self as *const Statement as usize;
+        if let Some(plan) = PLANS.with(|plans| plans.borrow().get(&key).copied()) {
+            return plan;
+        }
+        let types: Vec<PgOid> = self.arg_types.iter().map(|&oid| PgOid::from(oid)).collect();
+        let prepared = client
+            .prepare_mut(self.sql, &types)
+            .unwrap_or_else(|e| internal_error(&format!("could not prepare statement: {e}")));
+        // Kept plans live as long as the backend, like the map that finds them.
+        let plan: &'static OwnedPreparedStatement = Box::leak(Box::new(prepared.keep()));
+        PLANS.with(|plans| plans.borrow_mut().insert(key, plan));
+        plan
+    }
+
+    /// Executes the statement with a fresh snapshot (it may modify data).
+    pub fn run<'conn>(&'static self, client: &mut SpiClient<'conn>, args: &[DatumWithOid<'_>]) -> SpiTupleTable<'conn> {
+        let plan = self.plan(client);
+        client
+            .update(plan, None, args)
+            .unwrap_or_else(|e| internal_error(&format!("statement failed: {e}")))
+    }
+}
+
+/// Column `ordinal` (1-based) of a row. By-reference values stay in SPI memory for
+/// `Jsonb` and `RawDatum`; copy them with `copy_to` to keep them past the SPI connection.
+pub fn col<T: FromDatum + IntoDatum>(row: &SpiHeapTupleData<'_>, ordinal: usize) -> Option<T> {
+    row.get::<T>(ordinal)
+        .unwrap_or_else(|e| internal_error(&format!("unexpected result column {ordinal}: {e}")))
+}
+
+/// The first row of a result, if any.
+pub fn first<'conn>(mut table: SpiTupleTable<'conn>) -> Option<SpiHeapTupleData<'conn>> {
+    table.next()
+}
+
+/// Copies a varlena datum (a composite row, a jsonb) into `context`, detoasted.
+pub fn copy_to(context: pg_sys::MemoryContext, datum: pg_sys::Datum) -> pg_sys::Datum {
+    unsafe {
+        let old = pg_sys::MemoryContextSwitchTo(context);
+        let copy = pg_sys::Datum::from(pg_sys::pg_detoast_datum_copy(datum.cast_mut_ptr()));
+        pg_sys::MemoryContextSwitchTo(old);
+        copy
+    }
+}
+
+/// The memory context of the caller, to copy results into before SPI memory is released.
+pub fn caller_context() -> pg_sys::MemoryContext {
+    unsafe { pg_sys::CurrentMemoryContext }
+}
+
+pub fn internal_error(message: &str) -> ! {
+    ereport!(ERROR, PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, message.to_string());
+}
+
+/// Raises a `RAISE EXCEPTION`-style error (SQLSTATE P0001) with an exact message.
+pub fn raise(message: String) -> ! {
+    ereport!(ERROR, PgSqlErrorCode::ERRCODE_RAISE_EXCEPTION, message);
+}
