@@ -2,7 +2,7 @@
 # The whole test suite. Run as root on Debian 12:  bash scripts/test.sh
 #
 #   scripts/test.sh            install what is missing, build, install, run every suite
-#   scripts/test.sh SUITE...   run only these suites (unit sql client python durability)
+#   scripts/test.sh SUITE...   run only these suites (unit sql client python durability readme)
 #   SKIP_BUILD=1               reuse the installed extension
 #
 # Suites run against a dedicated cluster "pgflow_test" on port $PGFLOW_TEST_PORT (5439)
@@ -17,7 +17,7 @@ export PGFLOW_TEST_DSN="host=localhost port=$PGFLOW_TEST_PORT user=postgres dbna
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(unit sql client python durability)
+[ ${#suites[@]} -eq 0 ] && suites=(unit sql client python durability readme)
 
 passed=0
 failed=0
@@ -72,7 +72,7 @@ for suite in "${suites[@]}"; do
     client)
       fresh_db pgflow_client_test pgflow_core || { record client 0 1; continue; }
       log=$(mktemp)
-      cargo test --manifest-path tests/client/Cargo.toml --release 2>&1 | tee "$log"
+      cargo test --manifest-path tests/client/Cargo.toml --release --no-fail-fast 2>&1 | tee "$log"
       status=${PIPESTATUS[0]}
       read -r p f < <(cargo_counts "$log")
       [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
@@ -81,8 +81,10 @@ for suite in "${suites[@]}"; do
     python)
       fresh_db pgflow_python_test pgflow_core || { record python 0 1; continue; }
       venv=$root/target/pyvenv
-      if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/pip" show pgmq 2>/dev/null | grep -q '^Version: 1.1.4'; then
-        python3 -m venv "$venv" && "$venv/bin/pip" install -q 'pgmq==1.1.4' pytest
+      # pgmq[async] adds asyncpg, which the client's AsyncPGMQueue needs.
+      if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/pip" show pgmq 2>/dev/null | grep -q '^Version: 1.1.4' \
+         || ! "$venv/bin/pip" show asyncpg >/dev/null 2>&1; then
+        python3 -m venv "$venv" && "$venv/bin/pip" install -q 'pgmq[async]==1.1.4' pytest
       fi
       log=$(mktemp)
       PGFLOW_TEST_DB=pgflow_python_test "$venv/bin/pytest" -q tests/python 2>&1 | tee "$log"
@@ -99,6 +101,14 @@ for suite in "${suites[@]}"; do
       p=$(grep -c '^ok ' "$log"); f=$(grep -c '^not ok ' "$log")
       [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
       record durability "$p" "$f"
+      ;;
+    readme)
+      log=$(mktemp)
+      bash tests/readme_examples.sh 2>&1 | tee "$log"
+      status=${PIPESTATUS[0]}
+      p=$(grep -c '^ok ' "$log"); f=$(grep -c '^not ok ' "$log")
+      [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+      record readme "$p" "$f"
       ;;
     *) echo "unknown suite: $suite" >&2; record "$suite" 0 1 ;;
   esac

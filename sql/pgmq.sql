@@ -416,6 +416,17 @@ BEGIN
 END;
 $$;
 
+-- NULL poll arguments would otherwise poll forever.
+CREATE FUNCTION pgmq._check_poll_args(max_poll_seconds integer, poll_interval_ms integer)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF max_poll_seconds IS NULL OR poll_interval_ms IS NULL THEN
+        RAISE EXCEPTION 'max_poll_seconds and poll_interval_ms must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+END;
+$$;
+
 -- The shared poll loop of every *_with_poll function: read once per attempt with a fresh
 -- snapshot, return as soon as something was read, otherwise sleep on the latch
 -- (pgmq._poll_wait, in Rust) until the next attempt or the deadline.
@@ -427,6 +438,7 @@ RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
 BEGIN
+    PERFORM pgmq._check_poll_args(max_poll_seconds, poll_interval_ms);
     LOOP
         EXIT WHEN clock_timestamp() >= deadline;
         RETURN QUERY SELECT * FROM pgmq.read(queue_name, vt, qty, conditional);
@@ -515,11 +527,29 @@ END;
 $$;
 
 -- Layered round robin: the first message of every group, then the second of every group, ...
+-- Group locks are taken by one statement and messages picked by the next, so the picking
+-- statement's snapshot already shows everything committed by the groups' previous holders.
 CREATE FUNCTION pgmq.read_grouped_rr(queue_name text, vt integer, qty integer)
 RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
 DECLARE
     qtable text := pgmq.format_table_name(queue_name, 'q');
+    locked_groups text[];
 BEGIN
+    EXECUTE format(
+        $q$
+        SELECT coalesce(array_agg(h.grp), '{}')
+        FROM (SELECT DISTINCT ON (grp) msg_id, vt, grp
+              FROM (SELECT s.msg_id, s.vt, coalesce(s.headers->>'x-pgmq-group', '_default_fifo_group') AS grp
+                    FROM pgmq.%1$I s) all_msgs
+              ORDER BY grp, msg_id) h
+        WHERE h.vt <= clock_timestamp()
+          AND pg_try_advisory_xact_lock(hashtextextended(h.grp, 0))
+        $q$, qtable)
+    INTO locked_groups;
+    IF cardinality(locked_groups) = 0 THEN
+        RETURN;
+    END IF;
+
     RETURN QUERY EXECUTE format(
         $q$
         WITH heads AS (
@@ -531,8 +561,7 @@ BEGIN
         open_groups AS (
             SELECT h.msg_id AS head_id, h.grp
             FROM heads h
-            WHERE h.vt <= clock_timestamp()
-              AND pg_try_advisory_xact_lock(hashtextextended(h.grp, 0))
+            WHERE h.vt <= clock_timestamp() AND h.grp = ANY($3)
         ),
         ranked AS (
             SELECT m.msg_id, g.head_id,
@@ -565,7 +594,7 @@ BEGIN
         SELECT u.msg_id, u.read_ct, u.enqueued_at, u.last_read_at, u.vt, u.message, u.headers
         FROM updated u ORDER BY u.sel_order
         $q$, qtable)
-    USING vt, qty;
+    USING vt, qty, locked_groups;
 END;
 $$;
 
@@ -608,6 +637,7 @@ RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
 BEGIN
+    PERFORM pgmq._check_poll_args(max_poll_seconds, poll_interval_ms);
     LOOP
         EXIT WHEN clock_timestamp() >= deadline;
         RETURN QUERY SELECT * FROM pgmq.read_grouped(queue_name, vt, qty);
@@ -624,6 +654,7 @@ RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
 BEGIN
+    PERFORM pgmq._check_poll_args(max_poll_seconds, poll_interval_ms);
     LOOP
         EXIT WHEN clock_timestamp() >= deadline;
         RETURN QUERY SELECT * FROM pgmq.read_grouped_rr(queue_name, vt, qty);
@@ -640,6 +671,7 @@ RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
 BEGIN
+    PERFORM pgmq._check_poll_args(max_poll_seconds, poll_interval_ms);
     LOOP
         EXIT WHEN clock_timestamp() >= deadline;
         RETURN QUERY SELECT * FROM pgmq.read_grouped_head(queue_name, vt, qty);

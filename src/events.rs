@@ -13,10 +13,16 @@ use pgrx::prelude::*;
 
 use crate::datum::Jsonb;
 use crate::guc;
+use crate::statement::Statement;
 
 const REALTIME_SEND: &str = "realtime.send(jsonb,text,text,boolean)";
 /// pg_notify refuses payloads of 8000 bytes or more.
 const NOTIFY_PAYLOAD_LIMIT: usize = 7999;
+
+static REALTIME_SEND_CALL: Statement = Statement::new(
+    "SELECT realtime.send($1, $2, $3, false)",
+    &[pg_sys::JSONBOID, pg_sys::TEXTOID, pg_sys::TEXTOID],
+);
 
 thread_local! {
     /// (local transaction id of the lookup, realtime.send's oid or InvalidOid)
@@ -47,17 +53,11 @@ pub fn enabled() -> bool {
 /// Sends one event. `event` is e.g. `run:completed` or `step:<slug>:started`,
 /// `topic` is `pgflow:run:<run_id>`.
 pub fn emit(event: &str, topic: &str, payload: Jsonb) {
-    if let Some(send) = realtime_send() {
-        unsafe {
-            pg_sys::OidFunctionCall4Coll(
-                send,
-                pg_sys::InvalidOid,
-                payload.0,
-                event.into_datum().unwrap(),
-                topic.into_datum().unwrap(),
-                false.into_datum().unwrap(),
-            );
-        }
+    if realtime_send().is_some() {
+        // Through SQL, so that any implementation works (a LANGUAGE sql one returns NULL).
+        Spi::connect_mut(|client| {
+            REALTIME_SEND_CALL.run(client, &[payload.into(), event.into(), topic.into()]);
+        });
     } else if guc::NOTIFY_EVENTS.get() {
         notify(event, topic, payload);
     }

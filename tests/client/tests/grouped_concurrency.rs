@@ -213,7 +213,6 @@ fn read_grouped_consumers_never_share_a_group_and_keep_fifo_order() {
 }
 
 #[test]
-#[ignore = "extension bug: read_grouped_rr can hand out a group whose head another transaction claimed and committed during the statement (snapshot taken before that commit, advisory lock after it); run with --ignored"]
 fn read_grouped_rr_consumers_never_share_a_group_and_keep_fifo_order() {
     run(Strategy::RoundRobin, "gc_rr");
 }
@@ -224,7 +223,6 @@ fn read_grouped_rr_consumers_never_share_a_group_and_keep_fifo_order() {
 /// head is in flight from the moment A commits. Filler messages (invisible, other groups) make
 /// B's statement long enough that A's commit lands inside it.
 #[test]
-#[ignore = "extension bug: read_grouped_rr can hand out a group whose head another transaction claimed and committed during the statement (snapshot taken before that commit, advisory lock after it); run with --ignored"]
 fn read_grouped_rr_does_not_hand_out_group_claimed_by_transaction_committing_mid_statement() {
     let mut a = connect();
     let mut observer = connect();
