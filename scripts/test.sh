@@ -2,7 +2,7 @@
 # The whole test suite. Run as root on Debian 12:  bash scripts/test.sh
 #
 #   scripts/test.sh            install what is missing, build, install, run every suite
-#   scripts/test.sh SUITE...   run only these suites (unit sql client python durability readme)
+#   scripts/test.sh SUITE...   run only these suites (unit sql client python durability worker readme)
 #   SKIP_BUILD=1               reuse the installed extension
 #
 # Suites run against a dedicated cluster "pgflow_test" on port $PGFLOW_TEST_PORT (5439)
@@ -17,7 +17,7 @@ export PGFLOW_TEST_DSN="host=localhost port=$PGFLOW_TEST_PORT user=postgres dbna
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(unit sql client python durability readme)
+[ ${#suites[@]} -eq 0 ] && suites=(unit sql client python durability worker readme)
 
 passed=0
 failed=0
@@ -63,7 +63,7 @@ for suite in "${suites[@]}"; do
     sql)
       fresh_db pgflow_sql_test pgflow_core pgtap || { record sql 0 1; continue; }
       log=$(mktemp)
-      pg_prove -v -d pgflow_sql_test tests/sql/*.sql 2>&1 | tee "$log"
+      pg_prove -v -d pgflow_sql_test tests/sql/pgmq/*.sql tests/sql/pgflow/*.sql 2>&1 | tee "$log"
       status=${PIPESTATUS[0]}
       p=$(grep -cE '^ok [0-9]' "$log"); f=$(grep -cE '^not ok [0-9]' "$log")
       [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
@@ -94,13 +94,13 @@ for suite in "${suites[@]}"; do
       [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
       record python "${p:-0}" "$f"
       ;;
-    durability)
+    durability|worker)
       log=$(mktemp)
-      bash tests/durability.sh 2>&1 | tee "$log"
+      bash "tests/$suite.sh" 2>&1 | tee "$log"
       status=${PIPESTATUS[0]}
       p=$(grep -c '^ok ' "$log"); f=$(grep -c '^not ok ' "$log")
       [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
-      record durability "$p" "$f"
+      record "$suite" "$p" "$f"
       ;;
     readme)
       log=$(mktemp)

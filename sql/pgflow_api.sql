@@ -261,56 +261,8 @@ $$;
 
 CREATE FUNCTION pgflow.requeue_stalled_tasks()
 RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
-DECLARE
-    requeued integer;
-    to_release jsonb;
-    to_archive jsonb;
-    batch jsonb;
-    ids bigint[];
 BEGIN
-    WITH stalled AS (
-        SELECT t.run_id, t.step_slug, t.task_index, t.requeued_count
-        FROM pgflow.step_tasks t
-        JOIN pgflow.flows f ON f.flow_slug = t.flow_slug
-        WHERE t.status = 'started'
-          AND t.permanently_stalled_at IS NULL
-          AND t.started_at < now() - make_interval(secs => f.opt_timeout) - interval '30 seconds'
-        FOR UPDATE OF t SKIP LOCKED
-    ), requeue AS (
-        UPDATE pgflow.step_tasks t
-        SET status = 'queued', started_at = NULL, last_worker_id = NULL,
-            requeued_count = t.requeued_count + 1, last_requeued_at = now()
-        FROM stalled s
-        WHERE t.run_id = s.run_id AND t.step_slug = s.step_slug AND t.task_index = s.task_index
-          AND s.requeued_count < 3
-        RETURNING t.flow_slug, t.message_id
-    ), stuck AS (
-        UPDATE pgflow.step_tasks t
-        SET permanently_stalled_at = now()
-        FROM stalled s
-        WHERE t.run_id = s.run_id AND t.step_slug = s.step_slug AND t.task_index = s.task_index
-          AND s.requeued_count >= 3
-        RETURNING t.flow_slug, t.message_id
-    )
-    SELECT (SELECT count(*) FROM requeue),
-           (SELECT jsonb_agg(jsonb_build_object('queue', g.flow_slug, 'ids', g.ids))
-            FROM (SELECT flow_slug, array_agg(message_id) AS ids FROM requeue
-                  WHERE message_id IS NOT NULL GROUP BY flow_slug) g),
-           (SELECT jsonb_agg(jsonb_build_object('queue', g.flow_slug, 'ids', g.ids))
-            FROM (SELECT flow_slug, array_agg(message_id) AS ids FROM stuck
-                  WHERE message_id IS NOT NULL GROUP BY flow_slug) g)
-    INTO requeued, to_release, to_archive;
-
-    FOR batch IN SELECT value FROM jsonb_array_elements(coalesce(to_release, '[]'::jsonb)) LOOP
-        ids := ARRAY(SELECT jsonb_array_elements_text(batch -> 'ids')::bigint);
-        PERFORM pgflow.set_vt_batch(batch ->> 'queue', ids, array_fill(0, ARRAY[cardinality(ids)]));
-    END LOOP;
-    -- Always archived (contract quirk Q2 allows it): a permanently stalled task is never picked again.
-    FOR batch IN SELECT value FROM jsonb_array_elements(coalesce(to_archive, '[]'::jsonb)) LOOP
-        ids := ARRAY(SELECT jsonb_array_elements_text(batch -> 'ids')::bigint);
-        PERFORM pgmq.archive(batch ->> 'queue', ids);
-    END LOOP;
-    RETURN requeued;
+    RETURN pgflow._requeue_stalled_tasks(interval '30 seconds');
 END;
 $$;
 
@@ -329,12 +281,28 @@ BEGIN
 END;
 $$;
 
+-- pg_cron before 1.5 (Debian 12 ships 1.4) has no second-level schedules such as '15 seconds'.
+CREATE FUNCTION pgflow._check_cron_schedule(schedule text)
+RETURNS void LANGUAGE plpgsql SET search_path = '' AS $$
+DECLARE
+    version text := (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_cron');
+BEGIN
+    IF schedule ~* '^\s*[0-9]+\s*seconds?\s*$'
+       AND string_to_array(split_part(version, '-', 1), '.')::integer[] < ARRAY[1, 5] THEN
+        RAISE EXCEPTION 'pg_cron % has no second-level schedules: "%" needs pg_cron 1.5 or later', version, schedule
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass a cron expression such as ''* * * * *'' (every minute), or let pgflow_core''s background worker do this every pgflow.worker_interval_ms.';
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION pgflow.setup_requeue_stalled_tasks_cron(cron_interval text DEFAULT '15 seconds')
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER SET search_path = pgflow, cron, pg_temp AS $$
 DECLARE
     job bigint;
 BEGIN
     PERFORM pgflow._require_pg_cron();
+    PERFORM pgflow._check_cron_schedule(cron_interval);
     BEGIN
         PERFORM cron.unschedule('pgflow_requeue_stalled_tasks');
     EXCEPTION WHEN OTHERS THEN
@@ -447,6 +415,7 @@ DECLARE
     cleanup_job bigint;
 BEGIN
     PERFORM pgflow._require_pg_cron();
+    PERFORM pgflow._check_cron_schedule(cron_interval);
     BEGIN
         PERFORM cron.unschedule('pgflow_ensure_workers');
     EXCEPTION WHEN OTHERS THEN
@@ -467,3 +436,27 @@ BEGIN
                   cron_interval, workers_job, cleanup_job);
 END;
 $$;
+
+---------------------------------------------------------------------------------------------------
+-- Installed without the background worker: say so once.
+---------------------------------------------------------------------------------------------------
+
+DO $notice$
+BEGIN
+    IF NOT pgflow._worker_preloaded() THEN
+        RAISE NOTICE 'pgflow_core: the background worker is not running, because pgflow_core is not in shared_preload_libraries. Stalled and timed-out tasks are not recovered automatically.'
+            USING HINT = 'Add pgflow_core to shared_preload_libraries, set pgflow.worker_databases to this database and restart the server. Or schedule recovery with pg_cron: SELECT cron.schedule(''pgflow_requeue_stalled_tasks'', ''* * * * *'', ''SELECT pgflow.requeue_stalled_tasks()'');';
+    END IF;
+END
+$notice$;
+
+-- The contract runs these with an empty search_path (their statements are fully qualified).
+ALTER FUNCTION pgflow.create_flow(text, integer, integer, integer) SET search_path = '';
+ALTER FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text) SET search_path = '';
+ALTER FUNCTION pgflow.start_flow(text, jsonb, uuid) SET search_path = '';
+ALTER FUNCTION pgflow.start_ready_steps(uuid) SET search_path = '';
+ALTER FUNCTION pgflow.cascade_resolve_conditions(uuid) SET search_path = '';
+ALTER FUNCTION pgflow.start_tasks(text, bigint[], uuid) SET search_path = '';
+ALTER FUNCTION pgflow.complete_task(uuid, text, integer, jsonb) SET search_path = '';
+ALTER FUNCTION pgflow.fail_task(uuid, text, integer, text) SET search_path = '';
+ALTER FUNCTION pgflow.maybe_complete_run(uuid) SET search_path = '';

@@ -2,10 +2,10 @@
 //!
 //! An event goes to `realtime.send(payload, event, topic, false)` when that function exists at
 //! call time (it may be created after the extension); otherwise to `pg_notify` when
-//! `pgflow.notify_events` is on; otherwise it is dropped. The function is looked up at most once
-//! per transaction, through the syscache, never with a catalog query per task.
+//! `pgflow.notify_events` is on; otherwise it is dropped. The function is looked up once and
+//! remembered until pg_proc changes (an invalidation callback forgets it): no catalog query per task.
 
-use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
@@ -24,25 +24,39 @@ static REALTIME_SEND_CALL: Statement = Statement::new(
     &[pg_sys::JSONBOID, pg_sys::TEXTOID, pg_sys::TEXTOID],
 );
 
-thread_local! {
-    /// (local transaction id of the lookup, realtime.send's oid or InvalidOid)
-    static REALTIME: Cell<(u32, pg_sys::Oid)> = const { Cell::new((0, pg_sys::InvalidOid)) };
+/// realtime.send's oid: `UNKNOWN` until looked up, `InvalidOid` when it does not exist.
+/// Reset by an invalidation callback whenever any function is created, changed or dropped, so
+/// the lookup happens once and is always current.
+static REALTIME: AtomicU32 = AtomicU32::new(UNKNOWN);
+const UNKNOWN: u32 = u32::MAX;
+
+/// Registers the invalidation callback (once per process, from `_PG_init`).
+pub fn init() {
+    unsafe {
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::PROCOID as i32,
+            Some(forget_realtime_send),
+            pg_sys::Datum::from(0),
+        );
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_realtime_send(_arg: pg_sys::Datum, _cache_id: i32, _hash: u32) {
+    REALTIME.store(UNKNOWN, Ordering::Relaxed);
 }
 
 fn realtime_send() -> Option<pg_sys::Oid> {
-    let lxid = unsafe { (*pg_sys::MyProc).lxid };
-    let (cached_lxid, cached) = REALTIME.with(Cell::get);
-    let oid = if cached_lxid == lxid && lxid != 0 {
-        cached
-    } else {
+    let mut oid = REALTIME.load(Ordering::Relaxed);
+    if oid == UNKNOWN {
         let found = unsafe {
             pgrx::direct_function_call::<pg_sys::Oid>(pg_sys::to_regprocedure, &[REALTIME_SEND.into_datum()])
         }
         .unwrap_or(pg_sys::InvalidOid);
-        REALTIME.with(|c| c.set((lxid, found)));
-        found
-    };
-    (oid != pg_sys::InvalidOid).then_some(oid)
+        oid = u32::from(found);
+        REALTIME.store(oid, Ordering::Relaxed);
+    }
+    (oid != u32::from(pg_sys::InvalidOid)).then(|| pg_sys::Oid::from(oid))
 }
 
 /// Whether emitted events go anywhere; callers may skip building payloads when not.

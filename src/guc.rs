@@ -1,4 +1,7 @@
-//! Every setting of pgflow_core.
+//! Every setting of pgflow_core. All can be changed with a configuration reload (SIGHUP) or per
+//! session, so defining them never fails when the library is loaded late by CREATE EXTENSION.
+
+use std::ffi::CString;
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 
@@ -6,6 +9,25 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 /// pg_notify on channel `pgflow:run:<run_id>`. Off by default: NOTIFY serialises committing
 /// transactions.
 pub static NOTIFY_EVENTS: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// `pgflow.worker_enabled`: switches the background workers on or off.
+pub static WORKER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// `pgflow.worker_databases`: comma-separated databases the background worker serves.
+pub static WORKER_DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+
+/// `pgflow.worker_interval_ms`: time between two rounds of background work in a database.
+pub static WORKER_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(5000);
+
+/// `pgflow.timeout_grace`: seconds past a task's timeout before the worker acts on it.
+pub static TIMEOUT_GRACE: GucSetting<i32> = GucSetting::<i32>::new(30);
+
+/// `pgflow.retention`: when set (an interval such as '7 days'), the worker prunes finished runs
+/// older than this.
+pub static RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// `pgflow.prune_interval`: seconds between two prunes by the worker.
+pub static PRUNE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
 pub fn init() {
     GucRegistry::define_bool_guc(
@@ -16,4 +38,86 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"pgflow.worker_enabled",
+        c"Run pgflow_core's background workers.",
+        c"Needs pgflow_core in shared_preload_libraries.",
+        &WORKER_ENABLED,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pgflow.worker_databases",
+        c"Comma-separated list of databases served by pgflow_core's background worker.",
+        c"One worker process runs per listed database that exists; it works once the extension is created there.",
+        &WORKER_DATABASES,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgflow.worker_interval_ms",
+        c"Milliseconds between two rounds of background work in a database.",
+        c"Each round requeues stalled tasks, fails timed-out tasks and prunes when due.",
+        &WORKER_INTERVAL_MS,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgflow.timeout_grace",
+        c"Seconds past a task's timeout before the background worker requeues or fails it.",
+        c"The contract's requeue_stalled_tasks() always uses 30 seconds.",
+        &TIMEOUT_GRACE,
+        0,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pgflow.retention",
+        c"Prune finished runs older than this interval (empty: never).",
+        c"The background worker calls pgflow.prune_data_older_than with it every pgflow.prune_interval seconds.",
+        &RETENTION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgflow.prune_interval",
+        c"Seconds between two prunes by the background worker.",
+        c"Only used when pgflow.retention is set.",
+        &PRUNE_INTERVAL,
+        1,
+        604_800,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+}
+
+/// The databases in `pgflow.worker_databases`, trimmed, without empty entries.
+pub fn worker_databases() -> Vec<String> {
+    WORKER_DATABASES
+        .get()
+        .map(|list| parse_list(&list.to_string_lossy()))
+        .unwrap_or_default()
+}
+
+/// `pgflow.retention`, when set.
+pub fn retention() -> Option<String> {
+    RETENTION.get().map(|r| r.to_string_lossy().trim().to_string()).filter(|r| !r.is_empty())
+}
+
+fn parse_list(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_list;
+
+    #[test]
+    fn database_lists_are_trimmed_and_skip_empty_entries() {
+        assert_eq!(parse_list(" app, other ,,"), vec!["app".to_string(), "other".to_string()]);
+        assert!(parse_list("").is_empty());
+    }
 }

@@ -5,6 +5,7 @@
 //! - `run`: the runtime (start_flow, start_tasks, complete_task, fail_task, cascades)
 //! - `events`: run and step events
 //! - `statement`, `datum`: prepared statements and raw datums shared by the above
+//! - `worker`: background workers (stalled tasks, timeouts, pruning)
 //! - `guc`: settings
 
 use pgrx::prelude::*;
@@ -18,14 +19,18 @@ pub mod guc;
 pub mod queue;
 pub mod run;
 pub mod statement;
+pub mod worker;
 
 pgrx::extension_sql_file!("../sql/pgmq.sql", name = "pgmq", bootstrap);
 pgrx::extension_sql_file!("../sql/pgflow_schema.sql", name = "pgflow_schema", requires = ["pgmq"]);
+pgrx::extension_sql_file!("../sql/pgflow_maintenance.sql", name = "pgflow_maintenance", requires = ["pgflow_schema"]);
 pgrx::extension_sql_file!("../sql/pgflow_api.sql", name = "pgflow_api", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
+    events::init();
+    worker::init();
 }
 
 /// Required by `cargo pgrx test`.

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs every ```sql example of README.md's "### Function reference" section, in order, in a fresh
-# database pgflow_readme_test (CREATE EXTENSION pgflow_core) and prints TAP: one line per example,
+# Runs every ```sql example of README.md's function reference sections, "### Function reference"
+# (pgmq) and "### pgflow function reference" (pgflow), in README order, all in one fresh database
+# pgflow_readme_test (CREATE EXTENSION pgflow_core), and prints TAP: one line per example,
 # "ok N - README example N (line L)" or "not ok N - ..." followed by the psql error, where L is the
 # README line of the block's opening fence. Exits non-zero when any example fails.
 #
-# A ```sql block whose preceding line is <!-- not run --> is skipped.
+# A section runs from its heading to the next heading of level 1 to 3. A ```sql block whose
+# preceding non-blank line is <!-- not run --> is skipped.
 # Server: localhost, port $PGFLOW_TEST_PORT (5439), user postgres. Only database
 # pgflow_readme_test is dropped and recreated.
 # README_EXAMPLES_VERBOSE=1 also prints each example's output as TAP comments.
@@ -21,15 +23,24 @@ trap 'rm -rf "$work"' EXIT
 
 diag() { sed 's/^/#   /'; }
 
-# Split the section's sql blocks into $work/NNN.sql; the index lists "N fence_line skip".
-awk -v dir="$work" '
-  BEGIN { n = 0; insec = 0; infence = 0; cur = 0; prev = "" }
+sections=("Function reference" "pgflow function reference")
+
+# Split the sections' sql blocks into $work/NNN.sql; the index lists "N fence_line skip section",
+# section being the heading's text.
+awk -v dir="$work" -v names="$(printf '%s\n' "${sections[@]}")" '
+  BEGIN {
+    n = 0; insec = 0; infence = 0; cur = 0; prev = ""; sec = ""
+    k = split(names, list, "\n"); for (j = 1; j <= k; j++) if (list[j] != "") wanted["### " list[j]] = list[j]
+  }
   infence {
     if ($0 ~ /^```[[:space:]]*$/) { infence = 0; if (cur) close(file); cur = 0; prev = "```"; next }
     if (cur) print > file
     next
   }
-  /^### Function reference[[:space:]]*$/ { insec = 1; prev = ""; next }
+  /^### / {
+    h = $0; sub(/[[:space:]]+$/, "", h)
+    if (h in wanted) { insec = 1; prev = ""; sec = wanted[h]; next }
+  }
   insec && /^(#|##|###) / { insec = 0 }
   /^```/ {
     infence = 1; cur = 0
@@ -39,19 +50,24 @@ awk -v dir="$work" '
       file = sprintf("%s/%03d.sql", dir, n)
       printf "" > file
       cur = 1
-      print n, NR, skip
+      print n, NR, skip, sec
     }
     next
   }
   $0 !~ /^[[:space:]]*$/ { prev = $0 }
 ' "$readme" >"$work/index"
 
+# Every section must be there and have examples, so that a renamed heading cannot silently
+# drop them from the run.
+for section in "${sections[@]}"; do
+  if ! awk -v sec="$section" '$3 == 0 { $1 = $2 = $3 = ""; sub(/^ +/, ""); if ($0 == sec) found = 1 }
+                              END { exit !found }' "$work/index"; then
+    echo "1..1"
+    echo "not ok 1 - no \`\`\`sql examples found in section \"### $section\" of $readme"
+    exit 1
+  fi
+done
 total=$(awk '$3 == 0' "$work/index" | wc -l)
-if [ "$total" -eq 0 ]; then
-  echo "1..1"
-  echo "not ok 1 - no \`\`\`sql examples found in the Function reference section of $readme"
-  exit 1
-fi
 
 if ! out=$( { psql -X -q -v ON_ERROR_STOP=1 -d postgres \
                 -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" &&
@@ -65,7 +81,7 @@ fi
 echo "1..$total"
 i=0
 failed=0
-while read -r n start skip; do
+while read -r n start skip _; do
   if [ "$skip" = 1 ]; then
     echo "# README line $start: block marked <!-- not run -->, skipped"
     continue

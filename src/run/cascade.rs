@@ -167,7 +167,7 @@ static MAYBE_COMPLETE: Statement = Statement::new(
                        WHERE ss.run_id = r.run_id AND ss.status = 'completed'
                          AND NOT EXISTS (SELECT 1 FROM pgflow.deps d
                                          WHERE d.flow_slug = ss.flow_slug AND d.dep_slug = ss.step_slug))
-         WHERE r.run_id = $1 AND r.remaining_steps = 0 AND r.status = 'started'
+         WHERE r.run_id = $1 AND r.remaining_steps = 0 AND r.status <> 'completed'
          RETURNING r.run_id, r.flow_slug, r.output, r.completed_at
      )
      SELECT 'run:completed', 'pgflow:run:' || run_id,

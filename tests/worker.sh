@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# The background worker, in a cluster of its own with pgflow_core (and pg_cron) preloaded.
+# Run as root:  bash tests/worker.sh      (or: SKIP_BUILD=1 bash scripts/test.sh worker)
+#
+# Cluster "pgflow_worker" on port 5442, stopped again at the end. Prints TAP lines and exits
+# non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PG_MAJOR=15
+CLUSTER=pgflow_worker
+PORT=5442
+DB=pgflow_worker_test
+LOG=/var/log/postgresql/postgresql-$PG_MAJOR-$CLUSTER.log
+
+n=0
+failures=0
+pass() { n=$((n + 1)); echo "ok $n - $1"; }
+fail() { n=$((n + 1)); failures=$((failures + 1)); echo "not ok $n - $1"; }
+check() { # check DESCRIPTION EXPECTED ACTUAL
+  if [ "$2" == "$3" ]; then pass "$1"; else fail "$1"; echo "#   expected: $2"; echo "#   got:      $3"; fi
+}
+
+export PGOPTIONS="-c client_min_messages=warning -c lock_timeout=20s -c statement_timeout=120s"
+psql_base=(psql -h localhost -p "$PORT" -U postgres -X -Atq -v ON_ERROR_STOP=1)
+sql() { "${psql_base[@]}" -d "$DB" -c "$1" 2>&1; }
+admin() { "${psql_base[@]}" -d postgres -c "$1" 2>&1; }
+
+# wait_for SECONDS SQL-BOOLEAN: true when the condition held within the time.
+wait_for() {
+  local deadline=$((SECONDS + $1))
+  while [ $SECONDS -lt "$deadline" ]; do
+    [ "$(sql "SELECT ($2)::boolean" 2>/dev/null)" == t ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+worker_pid() { sql "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE backend_type = 'pgflow_core worker' AND datname = '$DB'"; }
+
+cleanup() { pg_ctlcluster $PG_MAJOR $CLUSTER stop >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+bash scripts/cluster.sh $CLUSTER $PORT >/dev/null || { echo "not ok 1 - cluster starts"; exit 1; }
+admin "ALTER SYSTEM SET shared_preload_libraries = pgflow_core, pg_cron" >/dev/null
+admin "ALTER SYSTEM SET cron.database_name = '$DB'" >/dev/null
+admin "ALTER SYSTEM SET pgflow.worker_databases = '$DB'" >/dev/null
+admin "ALTER SYSTEM SET pgflow.worker_interval_ms = 200" >/dev/null
+admin "ALTER SYSTEM SET pgflow.timeout_grace = 1" >/dev/null
+admin "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+pg_ctlcluster $PG_MAJOR $CLUSTER restart
+: > /dev/null
+log_start=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
+
+# The launcher waits quietly while the database does not exist.
+sleep 2
+if tail -c +"$((log_start + 1))" "$LOG" | grep -qE 'pgflow_core.*(ERROR|FATAL|WARNING|exited with exit code [1-9])'; then
+  fail "no error is logged while the database does not exist"
+else
+  pass "no error is logged while the database does not exist"
+fi
+
+admin "CREATE DATABASE $DB" >/dev/null
+sql "CREATE EXTENSION pgflow_core" >/dev/null
+sql "CREATE EXTENSION pg_cron" >/dev/null
+if wait_for 25 "EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgflow_core worker' AND datname = '$DB')"; then
+  pass "a worker serves the database once the extension exists"
+else
+  fail "a worker serves the database once the extension exists"
+fi
+check "the launcher runs" t "$(sql "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgflow_core launcher')")"
+
+sql "INSERT INTO pgflow.workers (worker_id, queue_name, function_name) VALUES
+       ('00000000-0000-0000-0000-00000000000a', 'any', 'dead'), ('00000000-0000-0000-0000-00000000000b', 'any', 'alive')" >/dev/null
+
+# 1. Stalled task: started by a worker that disappears; requeued and finished by another.
+sql "SELECT pgflow.create_flow('stall', timeout => 1); SELECT pgflow.add_step('stall', 'only')" >/dev/null
+run=$(sql "SELECT run_id FROM pgflow.start_flow('stall', '{}')")
+sql "SELECT count(*) FROM pgflow.start_tasks('stall', ARRAY(SELECT msg_id FROM pgmq.read('stall', 60, 1)), '00000000-0000-0000-0000-00000000000a')" >/dev/null
+if wait_for 15 "(SELECT status = 'queued' AND requeued_count = 1 FROM pgflow.step_tasks WHERE run_id = '$run')"; then
+  pass "a stalled task is requeued by the worker"
+else
+  fail "a stalled task is requeued by the worker"
+fi
+started=$(sql "SELECT count(*) FROM pgflow.start_tasks('stall', ARRAY(SELECT msg_id FROM pgmq.read('stall', 60, 1)), '00000000-0000-0000-0000-00000000000b')")
+check "another worker gets the requeued task at once" 1 "$started"
+sql "SELECT count(*) FROM pgflow.complete_task('$run', 'only', 0, '\"done\"')" >/dev/null
+check "the run completes; the restart counted as an attempt, the requeue once" "completed|2|1" \
+  "$(sql "SELECT r.status || '|' || t.attempts_count || '|' || t.requeued_count FROM pgflow.runs r JOIN pgflow.step_tasks t USING (run_id) WHERE r.run_id = '$run'")"
+
+# 2. Hard timeout: the step's own timeout (1 s) fails the attempt, which is retried.
+sql "SELECT pgflow.create_flow('slow', max_attempts => 3, base_delay => 0, timeout => 60);
+     SELECT pgflow.add_step('slow', 'only', timeout => 1)" >/dev/null
+run=$(sql "SELECT run_id FROM pgflow.start_flow('slow', '{}')")
+sql "SELECT count(*) FROM pgflow.start_tasks('slow', ARRAY(SELECT msg_id FROM pgmq.read('slow', 60, 1)), '00000000-0000-0000-0000-00000000000a')" >/dev/null
+if wait_for 15 "(SELECT status = 'queued' AND attempts_count = 1 FROM pgflow.step_tasks WHERE run_id = '$run')"; then
+  pass "a timed-out task counts as a failed attempt and is queued for a retry"
+else
+  fail "a timed-out task counts as a failed attempt and is queued for a retry"
+fi
+check "the attempt failed with a timeout message" "Task timed out after 1 seconds" \
+  "$(sql "SELECT error_message FROM pgflow.step_tasks WHERE run_id = '$run'")"
+started=$(sql "SELECT count(*) FROM pgflow.start_tasks('slow', ARRAY(SELECT msg_id FROM pgmq.read('slow', 60, 1)), '00000000-0000-0000-0000-00000000000b')")
+check "the retry can be started" 1 "$started"
+sql "SELECT count(*) FROM pgflow.complete_task('$run', 'only', 0, '\"done\"')" >/dev/null
+check "the retried run completes after two attempts" "completed|2" \
+  "$(sql "SELECT r.status || '|' || t.attempts_count FROM pgflow.runs r JOIN pgflow.step_tasks t USING (run_id) WHERE r.run_id = '$run'")"
+
+# 2b. Exhausted by timeouts: the step fails as when_exhausted says (here: the run fails).
+sql "SELECT pgflow.create_flow('hang', max_attempts => 1, base_delay => 0, timeout => 60);
+     SELECT pgflow.add_step('hang', 'only', timeout => 1)" >/dev/null
+run=$(sql "SELECT run_id FROM pgflow.start_flow('hang', '{}')")
+sql "SELECT count(*) FROM pgflow.start_tasks('hang', ARRAY(SELECT msg_id FROM pgmq.read('hang', 60, 1)), '00000000-0000-0000-0000-00000000000a')" >/dev/null
+if wait_for 15 "(SELECT status = 'failed' FROM pgflow.runs WHERE run_id = '$run')"; then
+  pass "a task that times out on its last attempt fails the run"
+else
+  fail "a task that times out on its last attempt fails the run"
+fi
+
+# 3. A failing iteration is logged and the worker goes on.
+pid_before=$(worker_pid)
+definition=$(sql "SELECT pg_get_functiondef('pgflow._requeue_stalled_tasks(interval)'::regprocedure)")
+sql "CREATE OR REPLACE FUNCTION pgflow._requeue_stalled_tasks(grace interval) RETURNS integer
+     LANGUAGE plpgsql AS \$\$ BEGIN RAISE EXCEPTION 'deliberate failure for the worker test'; END \$\$" >/dev/null
+deadline=$((SECONDS + 10)); seen=no
+while [ $SECONDS -lt $deadline ]; do
+  if tail -c +"$((log_start + 1))" "$LOG" | grep -q 'WARNING:.*deliberate failure for the worker test'; then seen=yes; break; fi
+  sleep 0.2
+done
+check "a failing iteration is logged as a WARNING" yes "$seen"
+sleep 1
+check "the worker survives failing iterations (same process)" "$pid_before" "$(worker_pid)"
+printf '%s\n' "$definition" | "${psql_base[@]}" -d "$DB" >/dev/null
+sql "SELECT pgflow.create_flow('after', timeout => 1); SELECT pgflow.add_step('after', 'only')" >/dev/null
+run=$(sql "SELECT run_id FROM pgflow.start_flow('after', '{}')")
+sql "SELECT count(*) FROM pgflow.start_tasks('after', ARRAY(SELECT msg_id FROM pgmq.read('after', 60, 1)), '00000000-0000-0000-0000-00000000000a')" >/dev/null
+if wait_for 15 "(SELECT requeued_count = 1 FROM pgflow.step_tasks WHERE run_id = '$run')"; then
+  pass "after the failures the worker recovers stalled tasks again"
+else
+  fail "after the failures the worker recovers stalled tasks again"
+fi
+
+# 4. pg_cron: pruning scheduled with pg_cron runs (pg_cron 1.4 schedules by the minute).
+sql "UPDATE pgflow.runs SET completed_at = now() - interval '2 days', started_at = now() - interval '3 days'
+     WHERE status = 'completed'" >/dev/null
+old=$(sql "SELECT count(*) FROM pgflow.runs WHERE completed_at < now() - interval '1 day'")
+[ "$old" -gt 0 ] && pass "there are old completed runs to prune" || fail "there are old completed runs to prune"
+sql "SELECT cron.schedule('pgflow_prune', '* * * * *', \$\$SELECT pgflow.prune_data_older_than('1 day')\$\$)" >/dev/null
+if wait_for 75 "NOT EXISTS (SELECT 1 FROM pgflow.runs WHERE completed_at < now() - interval '1 day')"; then
+  pass "pg_cron runs the scheduled prune: old runs are gone"
+else
+  fail "pg_cron runs the scheduled prune: old runs are gone"
+fi
+check "the prune left running and recent runs alone" 0 \
+  "$(sql "SELECT count(*) FROM pgflow.runs WHERE status = 'started' AND run_id NOT IN (SELECT run_id FROM pgflow.step_tasks)")"
+check "cron recorded a successful run of the job" t \
+  "$(sql "SELECT EXISTS (SELECT 1 FROM cron.job_run_details d JOIN cron.job j USING (jobid) WHERE j.jobname = 'pgflow_prune' AND d.status = 'succeeded')")"
+msg=$(sql "SELECT pgflow.setup_requeue_stalled_tasks_cron('15 seconds')" 2>&1)
+case $msg in
+  *"second"*) pass "setup_requeue_stalled_tasks_cron explains that pg_cron 1.4 has no second-level schedules" ;;
+  *) fail "setup_requeue_stalled_tasks_cron explains that pg_cron 1.4 has no second-level schedules"; echo "#   got: $msg" ;;
+esac
+check "setup_requeue_stalled_tasks_cron accepts a cron expression" \
+  "Scheduled pgflow_requeue_stalled_tasks (every * * * * *, job_id=" \
+  "$(sql "SELECT pgflow.setup_requeue_stalled_tasks_cron('* * * * *')" | sed 's/job_id=.*/job_id=/')"
+
+# 5. SIGTERM stops the worker promptly; a restart brings it back.
+pid=$(worker_pid)
+t0=$(date +%s%N)
+sql "SELECT pg_terminate_backend($pid)" >/dev/null
+gone=no
+for _ in $(seq 1 50); do
+  if ! kill -0 "$pid" 2>/dev/null; then gone=yes; break; fi
+  sleep 0.02
+done
+elapsed_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+check "SIGTERM stops the worker within a second (took ${elapsed_ms} ms)" yes "$gone"
+pg_ctlcluster $PG_MAJOR $CLUSTER restart
+if wait_for 25 "EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgflow_core worker' AND datname = '$DB')"; then
+  pass "a server restart brings the worker back"
+else
+  fail "a server restart brings the worker back"
+fi
+
+# 6. Switching it off.
+admin "ALTER SYSTEM SET pgflow.worker_enabled = off" >/dev/null
+admin "SELECT pg_reload_conf()" >/dev/null
+if wait_for 10 "NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgflow_core worker')"; then
+  pass "pgflow.worker_enabled = off stops the worker"
+else
+  fail "pgflow.worker_enabled = off stops the worker"
+fi
+admin "ALTER SYSTEM RESET pgflow.worker_enabled" >/dev/null
+
+if tail -c +"$((log_start + 1))" "$LOG" | grep -qE 'pgflow_core (launcher|worker).*exited with exit code [1-9]'; then
+  fail "no pgflow_core process exited with an error during the test"
+  tail -c +"$((log_start + 1))" "$LOG" | grep -B1 -E 'pgflow_core (launcher|worker).*exited with exit code [1-9]' | sed 's/^/#   /' | head -10
+else
+  pass "no pgflow_core process exited with an error during the test"
+fi
+
+echo "1..$n"
+[ "$failures" -eq 0 ]
