@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Creates (if needed) and starts a PostgreSQL 15 cluster with pgflow_core preloaded.
-#   scripts/cluster.sh NAME PORT
+#   scripts/cluster.sh NAME PORT [DATABASES]
+# DATABASES (comma-separated) become pgflow.worker_databases, the databases the background
+# worker serves (the setting's default is postgres).
 # Local connections are trusted: these clusters are for demos and tests on this machine only.
 set -euo pipefail
 name=${1:?cluster name}
 port=${2:?port}
+databases=${3:-}
 PG_MAJOR=15
 
 if ! pg_lsclusters -h | awk -v n="$name" '$1=="'$PG_MAJOR'" && $2==n' | grep -q .; then
@@ -30,7 +33,13 @@ else
   pg_ctlcluster $PG_MAJOR "$name" start
 fi
 for _ in $(seq 1 50); do
-  pg_isready -q -h localhost -p "$port" && exit 0
+  if pg_isready -q -h localhost -p "$port"; then
+    if [ -n "$databases" ]; then
+      psql -q -X -h localhost -p "$port" -U postgres -d postgres \
+        -c "ALTER SYSTEM SET pgflow.worker_databases = '$databases'" -c "SELECT pg_reload_conf()" >/dev/null
+    fi
+    exit 0
+  fi
   sleep 0.2
 done
 echo "cluster $name did not become ready" >&2

@@ -14,7 +14,7 @@ bash scripts/install-deps.sh
 echo "==> building and installing pgflow_core (release)"
 bash scripts/install-extension.sh --release >/tmp/pgflow_core-install.log 2>&1 \
   || { cat /tmp/pgflow_core-install.log; exit 1; }
-bash scripts/cluster.sh pgflow_demo "$port"
+bash scripts/cluster.sh pgflow_demo "$port" pgflow_demo
 
 export PGHOST=localhost PGPORT=$port PGUSER=postgres
 psql -q -d postgres -c "DROP DATABASE IF EXISTS pgflow_demo WITH (FORCE)" -c "CREATE DATABASE pgflow_demo"
