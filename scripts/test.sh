@@ -56,8 +56,9 @@ for suite in "${suites[@]}"; do
     unit)
       log=$(mktemp)
       cargo test --lib --features pg15 --no-default-features 2>&1 | tee "$log"
+      status=${PIPESTATUS[0]}
       read -r p f < <(cargo_counts "$log")
-      [ "${PIPESTATUS[0]}" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+      [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
       record unit "$p" "$f"
       ;;
     sql)

@@ -295,6 +295,7 @@ $$;
 CREATE FUNCTION pgmq.send(queue_name text, msg jsonb, headers jsonb, delay timestamptz)
 RETURNS SETOF bigint LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM pgmq._signal_queue(queue_name);
     RETURN QUERY EXECUTE format(
         'INSERT INTO pgmq.%I (vt, message, headers) VALUES ($1, $2, $3) RETURNING msg_id',
         pgmq.format_table_name(queue_name, 'q'))
@@ -343,6 +344,7 @@ $$;
 CREATE FUNCTION pgmq._send_batch(queue_name text, msgs jsonb[], headers jsonb[], delay timestamptz)
 RETURNS SETOF bigint LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM pgmq._signal_queue(queue_name);
     RETURN QUERY EXECUTE format(
         'INSERT INTO pgmq.%I (vt, message, headers)
          SELECT $1, m.msg, $3[m.ord]
@@ -427,9 +429,10 @@ BEGIN
 END;
 $$;
 
--- The shared poll loop of every *_with_poll function: read once per attempt with a fresh
--- snapshot, return as soon as something was read, otherwise sleep on the latch
--- (pgmq._poll_wait, in Rust) until the next attempt or the deadline.
+-- The shared poll loop of every *_with_poll function: register as a waiter (src/queue/wake.rs),
+-- read once per attempt with a fresh snapshot, return as soon as something was read, otherwise
+-- sleep on the latch (pgmq._poll_wait) until the next attempt, the deadline, or a wake-up by a
+-- transaction that committed messages to this queue.
 CREATE FUNCTION pgmq.read_with_poll(
     queue_name text, vt integer, qty integer,
     max_poll_seconds integer DEFAULT 5, poll_interval_ms integer DEFAULT 100,
@@ -439,6 +442,7 @@ DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
 BEGIN
     PERFORM pgmq._check_poll_args(max_poll_seconds, poll_interval_ms);
+    PERFORM pgmq._poll_register(queue_name);
     LOOP
         EXIT WHEN clock_timestamp() >= deadline;
         RETURN QUERY SELECT * FROM pgmq.read(queue_name, vt, qty, conditional);
@@ -638,6 +642,7 @@ DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
 BEGIN
     PERFORM pgmq._check_poll_args(max_poll_seconds, poll_interval_ms);
+    PERFORM pgmq._poll_register(queue_name);
     LOOP
         EXIT WHEN clock_timestamp() >= deadline;
         RETURN QUERY SELECT * FROM pgmq.read_grouped(queue_name, vt, qty);
@@ -655,6 +660,7 @@ DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
 BEGIN
     PERFORM pgmq._check_poll_args(max_poll_seconds, poll_interval_ms);
+    PERFORM pgmq._poll_register(queue_name);
     LOOP
         EXIT WHEN clock_timestamp() >= deadline;
         RETURN QUERY SELECT * FROM pgmq.read_grouped_rr(queue_name, vt, qty);
@@ -672,6 +678,7 @@ DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
 BEGIN
     PERFORM pgmq._check_poll_args(max_poll_seconds, poll_interval_ms);
+    PERFORM pgmq._poll_register(queue_name);
     LOOP
         EXIT WHEN clock_timestamp() >= deadline;
         RETURN QUERY SELECT * FROM pgmq.read_grouped_head(queue_name, vt, qty);
@@ -755,6 +762,9 @@ $$;
 CREATE FUNCTION pgmq.set_vt(queue_name text, msg_ids bigint[], vt timestamptz)
 RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
 BEGIN
+    IF vt <= clock_timestamp() THEN
+        PERFORM pgmq._signal_queue(queue_name);
+    END IF;
     RETURN QUERY EXECUTE format(
         'UPDATE pgmq.%I SET vt = $1 WHERE msg_id = ANY($2)
          RETURNING msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers',

@@ -30,6 +30,7 @@ pgrx::extension_sql_file!("../sql/pgflow_api.sql", name = "pgflow_api", finalize
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
     events::init();
+    queue::wake::init();
     worker::init();
 }
 

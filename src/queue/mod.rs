@@ -1,6 +1,8 @@
 //! The pgmq-compatible queue layer (contract: `shared/spec/pgmq-compat.md`).
 //!
 //! The SQL-facing API is defined in `sql/pgmq.sql`. This module holds the parts that need
-//! the server's internals: waiting between polls.
+//! the server's internals: waiting between polls and
+//! waking waiting readers when messages are committed.
 
 pub mod wait;
+pub mod wake;
