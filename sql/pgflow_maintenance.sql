@@ -170,7 +170,7 @@ END;
 $$;
 
 -- One round of the background worker in a database.
-CREATE FUNCTION pgflow._worker_tick(grace_seconds integer, retention_interval interval)
+CREATE FUNCTION pgflow._worker_tick(grace_seconds integer)
 RETURNS jsonb LANGUAGE plpgsql SET search_path = '' AS $$
 DECLARE
     grace interval := make_interval(secs => grace_seconds);

@@ -1,5 +1,6 @@
-//! Every setting of pgflow_core. All can be changed with a configuration reload (SIGHUP) or per
-//! session, so defining them never fails when the library is loaded late by CREATE EXTENSION.
+//! Every setting of pgflow_core. None needs a server restart (pgflow.notify_events is per session,
+//! the others change with a configuration reload), so defining them never fails when the library
+//! is loaded late by CREATE EXTENSION.
 
 use std::ffi::CString;
 
@@ -77,7 +78,7 @@ pub fn init() {
     GucRegistry::define_string_guc(
         c"pgflow.retention",
         c"Prune finished runs older than this interval (empty: never).",
-        c"The background worker calls pgflow.prune_data_older_than with it every pgflow.prune_interval seconds.",
+        c"Every pgflow.prune_interval seconds the background worker prunes with pgflow._prune_step, one transaction per batch.",
         &RETENTION,
         GucContext::Sighup,
         GucFlags::default(),

@@ -1,4 +1,4 @@
-//! A database worker: runs `pgflow._worker_tick()` every `pgflow.worker_interval` seconds.
+//! A database worker: runs `pgflow._worker_tick()` every `pgflow.worker_interval_ms` milliseconds.
 //!
 //! Each tick is one transaction. An error in a tick is logged as a WARNING and the transaction
 //! rolled back; the worker goes on with the next tick.
@@ -85,7 +85,7 @@ fn prune(retention: &str) -> bool {
 fn tick() {
     let grace = guc::TIMEOUT_GRACE.get();
     let result = in_transaction(|| {
-        Spi::get_one_with_args::<pgrx::JsonB>("SELECT pgflow._worker_tick($1, NULL)", &[grace.into()])
+        Spi::get_one_with_args::<pgrx::JsonB>("SELECT pgflow._worker_tick($1)", &[grace.into()])
     });
     match result {
         Ok(Ok(Some(summary))) => {

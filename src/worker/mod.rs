@@ -2,7 +2,7 @@
 //!
 //! A launcher (one static worker, connected to no database) starts one worker per database
 //! named in `pgflow.worker_databases`. Each database worker runs `pgflow._worker_tick()` every
-//! `pgflow.worker_interval` seconds, each tick in its own transaction. Workers start only after
+//! `pgflow.worker_interval_ms` milliseconds, each tick in its own transaction. Workers start only after
 //! recovery has finished, so a standby runs none until it is promoted.
 //!
 //! A database worker exits quietly (exit code 0, logged at DEBUG1) while its database has no
