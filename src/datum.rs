@@ -38,6 +38,49 @@ unsafe impl BoxRet for Jsonb {
     }
 }
 
+/// A jsonb[] value kept as its datum.
+#[derive(Clone, Copy, Debug)]
+pub struct JsonbArray(pub pg_sys::Datum);
+
+impl JsonbArray {
+    /// Number of elements (all dimensions), like `cardinality()`.
+    pub fn len(&self) -> usize {
+        unsafe {
+            let array = pg_sys::pg_detoast_datum(self.0.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+            let ndim = (*array).ndim;
+            let dims = (array as *const u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *const i32;
+            (0..ndim as usize).map(|i| *dims.add(i) as usize).product::<usize>() * usize::from(ndim > 0)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl FromDatum for JsonbArray {
+    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
+        (!is_null).then_some(JsonbArray(datum))
+    }
+}
+
+impl IntoDatum for JsonbArray {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(self.0)
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBARRAYOID
+    }
+}
+
+pgrx::impl_sql_translatable!(JsonbArray, "jsonb[]");
+
+unsafe impl<'fcx> ArgAbi<'fcx> for JsonbArray {
+    unsafe fn unbox_arg_unchecked(arg: Arg<'_, 'fcx>) -> Self {
+        unsafe { arg.unbox_arg_using_from_datum().unwrap() }
+    }
+}
+
 /// Any datum, taken as it is (used for composite rows read through SPI).
 #[derive(Clone, Copy, Debug)]
 pub struct RawDatum(pub pg_sys::Datum);
@@ -101,3 +144,6 @@ row_type!(
 row_type!(
     /// A `pgflow.step_task_record`.
     TaskRecord, "pgflow.step_task_record");
+row_type!(
+    /// A `pgmq.message_record`.
+    MessageRecord, "pgmq.message_record");

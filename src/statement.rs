@@ -19,6 +19,47 @@ pub struct Statement {
 
 thread_local! {
     static PLANS: RefCell<HashMap<usize, &'static OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+    static TABLE_PLANS: RefCell<HashMap<(&'static str, String), &'static OwnedPreparedStatement>> =
+        RefCell::new(HashMap::new());
+}
+
+/// A statement on a table chosen at run time (a queue's table): its text is built once per
+/// table by `build`, and kept like a `Statement`.
+pub struct TableStatement {
+    name: &'static str,
+    arg_types: &'static [pg_sys::Oid],
+}
+
+impl TableStatement {
+    pub const fn new(name: &'static str, arg_types: &'static [pg_sys::Oid]) -> Self {
+        TableStatement { name, arg_types }
+    }
+
+    pub fn run<'conn>(
+        &'static self,
+        client: &mut SpiClient<'conn>,
+        table_key: &str,
+        build: impl FnOnce() -> String,
+        args: &[DatumWithOid<'_>],
+    ) -> SpiTupleTable<'conn> {
+        let key = (self.name, table_key.to_string());
+        let plan = match TABLE_PLANS.with(|plans| plans.borrow().get(&key).copied()) {
+            Some(plan) => plan,
+            None => {
+                let types: Vec<PgOid> = self.arg_types.iter().map(|&oid| PgOid::from(oid)).collect();
+                let sql = build();
+                let prepared = client
+                    .prepare_mut(sql.as_str(), &types)
+                    .unwrap_or_else(|e| internal_error(&format!("could not prepare statement: {e}")));
+                let plan: &'static OwnedPreparedStatement = Box::leak(Box::new(prepared.keep()));
+                TABLE_PLANS.with(|plans| plans.borrow_mut().insert(key, plan));
+                plan
+            }
+        };
+        client
+            .update(plan, None, args)
+            .unwrap_or_else(|e| internal_error(&format!("statement failed: {e}")))
+    }
 }
 
 impl Statement {

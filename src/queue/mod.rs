@@ -4,5 +4,7 @@
 //! the server's internals: waiting between polls and
 //! waking waiting readers when messages are committed.
 
+pub mod messages;
+pub mod name;
 pub mod wait;
 pub mod wake;
