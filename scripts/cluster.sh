@@ -18,9 +18,11 @@ if ! pg_lsclusters -h | awk -v n="$name" '$1=="'$PG_MAJOR'" && $2==n' | grep -q 
     -o "fsync=on" >/dev/null
   conf=/etc/postgresql/$PG_MAJOR/$name
   cat > "$conf/pg_hba.conf" <<HBA
-local   all all                trust
-host    all all 127.0.0.1/32   trust
-host    all all ::1/128        trust
+local   all         all                trust
+host    all         all 127.0.0.1/32   trust
+host    all         all ::1/128        trust
+local   replication all                trust
+host    replication all 127.0.0.1/32   trust
 HBA
 fi
 

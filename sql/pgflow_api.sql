@@ -442,14 +442,8 @@ $$;
 -- Installed without the background worker: say so once.
 ---------------------------------------------------------------------------------------------------
 
-DO $notice$
-BEGIN
-    IF NOT pgflow._worker_preloaded() THEN
-        RAISE NOTICE 'pgflow_core: the background worker is not running, because pgflow_core is not in shared_preload_libraries. Stalled and timed-out tasks are not recovered automatically.'
-            USING HINT = 'Add pgflow_core to shared_preload_libraries, set pgflow.worker_databases to this database and restart the server. Or schedule recovery with pg_cron: SELECT cron.schedule(''pgflow_requeue_stalled_tasks'', ''* * * * *'', ''SELECT pgflow.requeue_stalled_tasks()'');';
-    END IF;
-END
-$notice$;
+-- CREATE EXTENSION hides notices raised by its script; this one is emitted at commit.
+SELECT pgflow._notice_worker_not_running();
 
 -- The contract runs these with an empty search_path (their statements are fully qualified).
 ALTER FUNCTION pgflow.create_flow(text, integer, integer, integer) SET search_path = '';

@@ -181,6 +181,27 @@ else
   fail "a server restart brings the worker back"
 fi
 
+# 5b. A crashed worker: the postmaster resets the cluster and everything comes back.
+pid=$(worker_pid)
+kill -9 "$pid" 2>/dev/null
+sleep 1
+for _ in $(seq 1 50); do pg_isready -q -h localhost -p $PORT && break; sleep 0.2; done
+if wait_for 30 "EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgflow_core worker' AND datname = '$DB' AND pid <> $pid)"; then
+  pass "after a worker crash (SIGKILL) a new worker serves the database"
+else
+  fail "after a worker crash (SIGKILL) a new worker serves the database"
+fi
+
+# 5c. The other cron helpers with pg_cron installed.
+check "setup_ensure_workers_cron schedules both jobs" \
+  "Scheduled pgflow_ensure_workers (every * * * * *, job_id=) and pgflow_cleanup_logs (hourly, job_id=)" \
+  "$(sql "SELECT pgflow.setup_ensure_workers_cron('* * * * *')" | sed 's/job_id=[0-9]*/job_id=/g')"
+check "the scheduled jobs are in cron.job" "pgflow_cleanup_logs|0 * * * *;pgflow_ensure_workers|* * * * *" \
+  "$(sql "SELECT string_agg(jobname || '|' || schedule, ';' ORDER BY jobname) FROM cron.job WHERE jobname IN ('pgflow_ensure_workers', 'pgflow_cleanup_logs')")"
+check "cleanup_ensure_workers_logs deletes old cron run details" 1 \
+  "$(sql "INSERT INTO cron.job_run_details (jobid, runid, status, start_time, end_time) VALUES (1, 999999, 'succeeded', now() - interval '3 days', now() - interval '3 days');
+          SELECT cron_deleted FROM pgflow.cleanup_ensure_workers_logs(24)")"
+
 # 6. Switching it off.
 admin "ALTER SYSTEM SET pgflow.worker_enabled = off" >/dev/null
 admin "SELECT pg_reload_conf()" >/dev/null
@@ -190,6 +211,80 @@ else
   fail "pgflow.worker_enabled = off stops the worker"
 fi
 admin "ALTER SYSTEM RESET pgflow.worker_enabled" >/dev/null
+admin "SELECT pg_reload_conf()" >/dev/null
+
+# 7. On a standby nothing runs; after promotion the worker starts.
+STANDBY_DIR=/var/lib/postgresql/pgflow_worker_standby
+STANDBY_PORT=5443
+rm -rf "$STANDBY_DIR"
+hba=/etc/postgresql/$PG_MAJOR/$CLUSTER/pg_hba.conf
+if ! grep -q '^host *replication' "$hba"; then
+  echo "host    replication all 127.0.0.1/32   trust" >> "$hba"
+  admin "SELECT pg_reload_conf()" >/dev/null
+fi
+if sudo -u postgres pg_basebackup -h localhost -p $PORT -U postgres -D "$STANDBY_DIR" -R -X stream >/dev/null 2>&1; then
+  standby_ctl() { sudo -u postgres /usr/lib/postgresql/$PG_MAJOR/bin/pg_ctl -D "$STANDBY_DIR" -l "$STANDBY_DIR/log" -w "$@" >/dev/null 2>&1; }
+  standby_ctl start -o "-p $STANDBY_PORT -c config_file=/etc/postgresql/$PG_MAJOR/$CLUSTER/postgresql.conf -c data_directory=$STANDBY_DIR -c hba_file=/etc/postgresql/$PG_MAJOR/$CLUSTER/pg_hba.conf -c external_pid_file= -c log_directory=$STANDBY_DIR -c logging_collector=off"
+  ssql() { psql -h localhost -p $STANDBY_PORT -U postgres -X -Atq -d "$DB" -c "$1" 2>&1; }
+  sleep 3
+  check "the standby is in recovery" t "$(ssql "SELECT pg_is_in_recovery()")"
+  check "no pgflow_core process runs on the standby" 0 \
+    "$(ssql "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pgflow_core%'")"
+  standby_ctl promote
+  promoted=no
+  for _ in $(seq 1 100); do
+    [ "$(ssql "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pgflow_core worker' AND datname = '$DB'")" == 1 ] && { promoted=yes; break; }
+    sleep 0.3
+  done
+  check "after promotion the worker serves the database" yes "$promoted"
+  standby_ctl stop -m fast
+else
+  fail "a standby can be made with pg_basebackup"
+fi
+rm -rf "$STANDBY_DIR"
+
+# 8. Postmaster death: the worker exits at once.
+pid=$(worker_pid)
+postmaster=$(head -1 /var/lib/postgresql/$PG_MAJOR/$CLUSTER/postmaster.pid)
+if [ "$pid" -gt 0 ]; then
+  kill -9 "$postmaster"
+  gone=no
+  for _ in $(seq 1 50); do
+    if ! kill -0 "$pid" 2>/dev/null; then gone=yes; break; fi
+    sleep 0.05
+  done
+  check "when the postmaster dies the worker exits within 2.5 s" yes "$gone"
+  # Leftover backends end on their own; then the cluster can start again.
+  sleep 1
+  pkill -9 -f "postgres: $PG_MAJOR/$CLUSTER" 2>/dev/null
+  sleep 1
+  pg_ctlcluster $PG_MAJOR $CLUSTER start >/dev/null 2>&1
+else
+  fail "when the postmaster dies the worker exits within 2.5 s"
+fi
+
+# 9. Without the library preloaded, CREATE EXTENSION says so once.
+admin "ALTER SYSTEM SET shared_preload_libraries = pg_cron" >/dev/null
+pg_ctlcluster $PG_MAJOR $CLUSTER restart
+admin "DROP DATABASE IF EXISTS ${DB}_plain WITH (FORCE)" >/dev/null
+admin "CREATE DATABASE ${DB}_plain" >/dev/null
+notice=$(PGOPTIONS="-c client_min_messages=notice" "${psql_base[@]}" -d "${DB}_plain" -c "CREATE EXTENSION pgflow_core" 2>&1)
+check "without preloading, CREATE EXTENSION emits one NOTICE about the worker" 1 \
+  "$(grep -c 'NOTICE:  pgflow_core: the background worker is not running' <<<"$notice")"
+case $notice in
+  *shared_preload_libraries*cron.schedule*) pass "the NOTICE says how to enable the worker and how to use pg_cron instead" ;;
+  *) fail "the NOTICE says how to enable the worker and how to use pg_cron instead"; echo "#   got: $notice" ;;
+esac
+check "the extension works without the worker" completed \
+  "$("${psql_base[@]}" -d "${DB}_plain" -c "SELECT pgflow.create_flow('p'); SELECT pgflow.add_step('p', 'x'); SELECT 1 FROM pgflow.start_flow('p', '{}', '00000000-0000-0000-0000-0000000000f1');
+      INSERT INTO pgflow.workers (worker_id, queue_name, function_name) VALUES ('00000000-0000-0000-0000-0000000000f2', 'p', 'w');
+      SELECT count(*) FROM pgflow.start_tasks('p', ARRAY(SELECT msg_id FROM pgmq.read('p', 30, 1)), '00000000-0000-0000-0000-0000000000f2');
+      SELECT count(*) FROM pgflow.complete_task('00000000-0000-0000-0000-0000000000f1', 'x', 0, '1');
+      SELECT status FROM pgflow.runs" | tail -1)"
+check "a poll without shared memory still works (plain polling)" 0 \
+  "$("${psql_base[@]}" -d "${DB}_plain" -c "SELECT count(*) FROM pgmq.read_with_poll('p', 30, 1, 1, 50)")"
+admin "DROP DATABASE ${DB}_plain WITH (FORCE)" >/dev/null
+admin "ALTER SYSTEM SET shared_preload_libraries = pgflow_core, pg_cron" >/dev/null
 
 if tail -c +"$((log_start + 1))" "$LOG" | grep -qE 'pgflow_core (launcher|worker).*exited with exit code [1-9]'; then
   fail "no pgflow_core process exited with an error during the test"

@@ -40,6 +40,32 @@ pub fn init() {
         .load();
 }
 
+const NOT_RUNNING: &str = "pgflow_core: the background worker is not running, because pgflow_core is not in \
+shared_preload_libraries. Stalled and timed-out tasks are not recovered automatically.";
+const NOT_RUNNING_HINT: &str = "Add pgflow_core to shared_preload_libraries, set pgflow.worker_databases to this \
+database and restart the server. Or schedule recovery with pg_cron: SELECT cron.schedule('pgflow_requeue_stalled_tasks', \
+'* * * * *', 'SELECT pgflow.requeue_stalled_tasks()');";
+
+static NOTICE_PENDING: AtomicBool = AtomicBool::new(false);
+static NOTICE_CALLBACK: AtomicBool = AtomicBool::new(false);
+
+/// CREATE EXTENSION runs its script with client_min_messages raised to WARNING, so the notice
+/// is emitted when the creating transaction commits, after the script.
+#[pg_guard]
+unsafe extern "C-unwind" fn notice_at_commit(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => {
+            if NOTICE_PENDING.swap(false, Ordering::Relaxed) {
+                pg_sys::panic::ErrorReport::new(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, NOT_RUNNING, "")
+                    .set_hint(NOT_RUNNING_HINT)
+                    .report(PgLogLevel::NOTICE);
+            }
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT => NOTICE_PENDING.store(false, Ordering::Relaxed),
+        _ => {}
+    }
+}
+
 #[pg_schema]
 mod pgflow {
     use super::*;
@@ -48,5 +74,17 @@ mod pgflow {
     #[pg_extern(name = "_worker_preloaded")]
     fn worker_preloaded() -> bool {
         PRELOADED.load(Ordering::Relaxed)
+    }
+
+    /// Says once, when the current transaction commits, that the worker is not running.
+    #[pg_extern(name = "_notice_worker_not_running")]
+    fn notice_worker_not_running() {
+        if PRELOADED.load(Ordering::Relaxed) {
+            return;
+        }
+        NOTICE_PENDING.store(true, Ordering::Relaxed);
+        if !NOTICE_CALLBACK.swap(true, Ordering::Relaxed) {
+            unsafe { pg_sys::RegisterXactCallback(Some(notice_at_commit), std::ptr::null_mut()) };
+        }
     }
 }

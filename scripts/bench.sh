@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Benchmarks pgflow_core. Run as root on Debian 12:  bash scripts/bench.sh [pgflow-bench options]
+#
+# Installs what is missing, builds and installs the extension in release mode, creates/starts
+# the cluster "pgflow_bench" on port $PGFLOW_BENCH_PORT (5444), recreates database pgflow_bench
+# with the extension, builds benches/ (pgflow-bench) in release mode and runs every workload
+# (`pgflow-bench all`), ending with a summary table. Extra arguments go to pgflow-bench, e.g.
+#   bash scripts/bench.sh --quick          # smoke test
+#   bash scripts/bench.sh dag --workers 4  # one workload
+# Takes about 3-5 minutes on a 2-core machine with the default sizes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+port=${PGFLOW_BENCH_PORT:-5444}
+db=pgflow_bench
+
+bash scripts/install-deps.sh
+echo "==> building and installing pgflow_core (release)"
+bash scripts/install-extension.sh --release >/tmp/pgflow_core-bench-install.log 2>&1 \
+  || { cat /tmp/pgflow_core-bench-install.log; exit 1; }
+bash scripts/cluster.sh pgflow_bench "$port"
+
+export PGHOST=localhost PGPORT=$port PGUSER=postgres
+psql -q -X -v ON_ERROR_STOP=1 -d postgres \
+  -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+psql -q -X -v ON_ERROR_STOP=1 -d "$db" -c "CREATE EXTENSION pgflow_core"
+
+echo "==> building pgflow-bench (release)"
+cargo build --release --quiet --manifest-path benches/Cargo.toml
+
+echo "==> pgflow-bench all"
+exec benches/target/release/pgflow-bench all \
+  --dsn "host=localhost port=$port user=postgres dbname=$db" "$@"
