@@ -122,6 +122,7 @@ BEGIN
                 USING q.ids;
         END IF;
     END LOOP;
+    DELETE FROM pgflow._step_shards WHERE run_id = ANY(old_runs);
     DELETE FROM pgflow.step_tasks WHERE run_id = ANY(old_runs);
     DELETE FROM pgflow.step_states WHERE run_id = ANY(old_runs);
     DELETE FROM pgflow.runs WHERE run_id = ANY(old_runs);

