@@ -38,7 +38,7 @@ BEGIN
         RAISE EXCEPTION 'msg_ids length (%) must equal vt_offsets length (%)',
             array_length(msg_ids, 1), array_length(vt_offsets, 1);
     END IF;
-    PERFORM pgmq._signal_queue(queue_name);
+    PERFORM pgmq._signal_queue(queue_name, cardinality(msg_ids));
     RETURN QUERY EXECUTE format(
         'WITH input AS (SELECT * FROM unnest($1::bigint[], $2::integer[]) AS i(msg_id, vt_offset))
          UPDATE pgmq.%I q

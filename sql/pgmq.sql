@@ -495,13 +495,24 @@ CREATE FUNCTION pgmq.read_grouped_with_poll(
 RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
+    got boolean;
 BEGIN
     PERFORM pgmq._check_poll_args(max_poll_seconds, poll_interval_ms);
     PERFORM pgmq._poll_register(queue_name);
     LOOP
         EXIT WHEN clock_timestamp() >= deadline;
-        RETURN QUERY SELECT * FROM pgmq.read_grouped(queue_name, vt, qty);
-        EXIT WHEN FOUND;
+        -- An attempt that claims nothing is rolled back, releasing what it locked.
+        got := false;
+        BEGIN
+            RETURN QUERY SELECT * FROM pgmq.read_grouped(queue_name, vt, qty);
+            got := FOUND;
+            IF NOT got THEN
+                RAISE SQLSTATE 'PGMQ0';
+            END IF;
+        EXCEPTION WHEN SQLSTATE 'PGMQ0' THEN
+            NULL;
+        END;
+        EXIT WHEN got;
         PERFORM pgmq._poll_wait(queue_name, poll_interval_ms, deadline);
     END LOOP;
 END;
@@ -513,13 +524,24 @@ CREATE FUNCTION pgmq.read_grouped_rr_with_poll(
 RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
+    got boolean;
 BEGIN
     PERFORM pgmq._check_poll_args(max_poll_seconds, poll_interval_ms);
     PERFORM pgmq._poll_register(queue_name);
     LOOP
         EXIT WHEN clock_timestamp() >= deadline;
-        RETURN QUERY SELECT * FROM pgmq.read_grouped_rr(queue_name, vt, qty);
-        EXIT WHEN FOUND;
+        -- An attempt that claims nothing is rolled back, releasing what it locked.
+        got := false;
+        BEGIN
+            RETURN QUERY SELECT * FROM pgmq.read_grouped_rr(queue_name, vt, qty);
+            got := FOUND;
+            IF NOT got THEN
+                RAISE SQLSTATE 'PGMQ0';
+            END IF;
+        EXCEPTION WHEN SQLSTATE 'PGMQ0' THEN
+            NULL;
+        END;
+        EXIT WHEN got;
         PERFORM pgmq._poll_wait(queue_name, poll_interval_ms, deadline);
     END LOOP;
 END;
@@ -531,13 +553,24 @@ CREATE FUNCTION pgmq.read_grouped_head_with_poll(
 RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
+    got boolean;
 BEGIN
     PERFORM pgmq._check_poll_args(max_poll_seconds, poll_interval_ms);
     PERFORM pgmq._poll_register(queue_name);
     LOOP
         EXIT WHEN clock_timestamp() >= deadline;
-        RETURN QUERY SELECT * FROM pgmq.read_grouped_head(queue_name, vt, qty);
-        EXIT WHEN FOUND;
+        -- An attempt that claims nothing is rolled back, releasing what it locked.
+        got := false;
+        BEGIN
+            RETURN QUERY SELECT * FROM pgmq.read_grouped_head(queue_name, vt, qty);
+            got := FOUND;
+            IF NOT got THEN
+                RAISE SQLSTATE 'PGMQ0';
+            END IF;
+        EXCEPTION WHEN SQLSTATE 'PGMQ0' THEN
+            NULL;
+        END;
+        EXIT WHEN got;
         PERFORM pgmq._poll_wait(queue_name, poll_interval_ms, deadline);
     END LOOP;
 END;

@@ -27,6 +27,15 @@ pub enum Visible {
 }
 
 impl Visible {
+    /// Whether messages sent with this become visible at once (their readers may be woken).
+    fn is_now(self) -> bool {
+        match self {
+            Visible::Now => true,
+            Visible::After(seconds) => seconds.is_some_and(|s| s <= 0),
+            Visible::At(at) => at.is_some_and(|at| i64::from(at) <= unsafe { pgrx::pg_sys::GetCurrentTimestamp() }),
+        }
+    }
+
     fn parts(self) -> (Option<i32>, Option<TimestampWithTimeZone>, i32) {
         match self {
             Visible::Now => (Some(0), None, 0),
@@ -67,8 +76,10 @@ pub fn send_batch_unchecked(
             &[mode.into(), seconds.into(), at.into(), msgs.into(), headers.into()],
         )
         .filter_map(|row| col::<i64>(&row, 1))
-        .collect();
-    wake::sent(queue.name);
+        .collect::<Vec<i64>>();
+    if visible.is_now() {
+        wake::sent(queue.name, ids.len());
+    }
     ids
 }
 
@@ -102,7 +113,9 @@ fn send_one(queue: Option<&str>, msg: Option<Jsonb>, headers: Option<Jsonb>, vis
             .filter_map(|row| col::<i64>(&row, 1))
             .collect()
     });
-    wake::sent(queue.name);
+    if visible.is_now() {
+        wake::sent(queue.name, ids.len());
+    }
     SetOfIterator::new(ids)
 }
 
@@ -155,6 +168,37 @@ pub fn read_messages(
     )
     .filter_map(|row| col::<RawDatum>(&row, 1).map(|d| MessageRecord(copy_to(outer, d.0))))
     .collect()
+}
+
+/// One attempt of a polling read, in a subtransaction that is rolled back when it claimed
+/// nothing. A row that another reader claimed while this attempt ran stays locked by the
+/// attempt even though it does not qualify; rolling back releases it, so a waiting reader
+/// never holds up the claimer's archive or delete.
+fn read_attempt(
+    client: &mut SpiClient<'_>,
+    queue: &QueueName,
+    vt: Option<i32>,
+    qty: Option<i32>,
+    conditional: Option<Jsonb>,
+    outer: pgrx::pg_sys::MemoryContext,
+) -> Vec<MessageRecord> {
+    use pgrx::pg_sys;
+    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
+    unsafe {
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+    }
+    let rows = read_messages(client, queue, vt, qty, conditional, outer);
+    unsafe {
+        if rows.is_empty() {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::ReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    }
+    rows
 }
 
 static POP: TableStatement = TableStatement::new("pop", &[INT4OID]);
@@ -224,9 +268,7 @@ fn set_visibility(queue: Option<&str>, ids: Option<Vec<Option<i64>>>, visible: V
             .collect();
         rows
     });
-    if rows.iter().any(|(_, visible_now)| *visible_now) {
-        wake::sent(queue.name);
-    }
+    wake::sent(queue.name, rows.iter().filter(|(_, visible_now)| *visible_now).count());
     SetOfIterator::new(rows.into_iter().map(|(record, _)| record))
 }
 
@@ -377,7 +419,7 @@ mod pgmq {
             if unsafe { pgrx::pg_sys::GetCurrentTimestamp() } >= deadline {
                 break Vec::new();
             }
-            let rows = read_messages(client, &queue, vt, qty, conditional, outer);
+            let rows = read_attempt(client, &queue, vt, qty, conditional, outer);
             if !rows.is_empty() {
                 break rows;
             }

@@ -11,7 +11,7 @@
 //! library in shared_preload_libraries there is no shared memory and readers simply poll.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use pgrx::pg_sys;
@@ -29,8 +29,8 @@ static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
 thread_local! {
-    /// Keys of the queues this transaction sent to.
-    static PENDING: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
+    /// Keys of the queues this transaction sent to, with the number of messages.
+    static PENDING: RefCell<HashMap<u64, u32>> = RefCell::new(HashMap::new());
     /// Whether this backend's slot holds a registration.
     static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -141,13 +141,20 @@ pub fn register(queue_name: &str) {
     REGISTERED.with(|r| r.set(true));
 }
 
-/// Remembers that this transaction sent to a queue; its waiters are woken after commit.
-pub fn sent(queue_name: &str) {
-    if waiters().is_none() {
+/// Remembers that this transaction made `count` messages visible in a queue; after commit, up
+/// to that many of its waiters are woken (not all of them: they would only race for the same
+/// messages).
+pub fn sent(queue_name: &str, count: usize) {
+    if waiters().is_none() || count == 0 {
         return;
     }
     ensure_callback();
-    PENDING.with(|p| p.borrow_mut().insert(queue_key(queue_name)));
+    let count = u32::try_from(count).unwrap_or(u32::MAX);
+    PENDING.with(|p| {
+        let mut pending = p.borrow_mut();
+        let entry = pending.entry(queue_key(queue_name)).or_insert(0);
+        *entry = entry.saturating_add(count);
+    });
 }
 
 #[pg_guard]
@@ -170,13 +177,26 @@ unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _
     }
 }
 
-fn wake(waiters: &Waiters, keys: &HashSet<u64>) {
+/// Sets the latches of up to `keys[key]` waiters of each key, starting at a rotating slot so
+/// that wake-ups spread over the waiters.
+fn wake(waiters: &Waiters, keys: &HashMap<u64, u32>) {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let mut budget = keys.clone();
     unsafe {
         let procs = (*pg_sys::ProcGlobal).allProcs;
         let count = waiters.slots.min((*pg_sys::ProcGlobal).allProcCount);
-        for index in 0..count {
+        if count == 0 {
+            return;
+        }
+        let start = NEXT.fetch_add(1, Ordering::Relaxed) % count;
+        for offset in 0..count {
+            let index = (start + offset) % count;
             let key = slot(waiters, index).load(Ordering::SeqCst);
-            if key != 0 && keys.contains(&key) {
+            if key == 0 {
+                continue;
+            }
+            if let Some(left) = budget.get_mut(&key).filter(|left| **left > 0) {
+                *left -= 1;
                 pg_sys::SetLatch(&mut (*procs.add(index as usize)).procLatch);
             }
         }
@@ -197,9 +217,9 @@ mod pgmq {
 
     /// Marks a queue as sent to by this transaction, so its waiting readers wake at commit.
     #[pg_extern(name = "_signal_queue")]
-    fn signal_queue(queue_name: Option<&str>) {
+    fn signal_queue(queue_name: Option<&str>, messages: default!(Option<i32>, 1)) {
         if let Some(queue_name) = queue_name {
-            super::sent(queue_name);
+            super::sent(queue_name, messages.unwrap_or(1).max(0) as usize);
         }
     }
 }

@@ -2,46 +2,136 @@
 
 use pgrx::pg_sys::{INT4OID, INT8ARRAYOID, JSONBOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
+use pgrx::PgTupleDesc;
 use pgrx::spi::SpiClient;
 
 use super::{archive_run_messages, archive_step_messages, archive_task_message, cascade, emit_events, start, task_state};
 use crate::datum::{Jsonb, RawDatum, TaskRecord, TaskRow};
 use crate::statement::{Statement, caller_context, col, copy_to, first};
 
-// Claims queued tasks of running steps and builds their input in the same statement.
-static START_TASKS: Statement = Statement::new(
-    "WITH claimed AS (
-         UPDATE pgflow.step_tasks t
-         SET attempts_count = t.attempts_count + 1, status = 'started', started_at = now(),
-             last_worker_id = $3
-         FROM pgflow.runs r, pgflow.step_states ss
-         WHERE t.flow_slug = $1 AND t.message_id = ANY($2) AND t.status = 'queued'
-           AND r.run_id = t.run_id AND r.status = 'started'
-           AND ss.run_id = t.run_id AND ss.step_slug = t.step_slug AND ss.status = 'started'
-         RETURNING t.flow_slug, t.run_id, t.step_slug, t.task_index, t.message_id, r.input AS run_input
-     )
-     SELECT ROW(c.flow_slug, c.run_id, c.step_slug,
-                CASE WHEN s.step_type = 'map' THEN
-                         CASE WHEN s.deps_count = 0 THEN c.run_input -> c.task_index
-                              ELSE (SELECT ds.output -> c.task_index
-                                    FROM pgflow.deps d
-                                    JOIN pgflow.step_states ds ON ds.run_id = c.run_id AND ds.step_slug = d.dep_slug
-                                    WHERE d.flow_slug = c.flow_slug AND d.step_slug = c.step_slug
-                                    LIMIT 1)
-                         END
-                     ELSE coalesce((SELECT jsonb_object_agg(d.dep_slug, ds.output)
-                                    FROM pgflow.deps d
-                                    JOIN pgflow.step_states ds ON ds.run_id = c.run_id AND ds.step_slug = d.dep_slug
-                                    WHERE d.flow_slug = c.flow_slug AND d.step_slug = c.step_slug
-                                      AND ds.status = 'completed'), '{}'::jsonb)
-                END,
-                c.message_id, c.task_index,
-                CASE WHEN s.step_type = 'single' AND s.deps_count = 0 THEN c.run_input END
-            )::pgflow.step_task_record
-     FROM claimed c
-     JOIN pgflow.steps s ON s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug",
+// Claims queued tasks of running steps, with what their input is built from.
+static CLAIM_TASKS: Statement = Statement::new(
+    "UPDATE pgflow.step_tasks t
+     SET attempts_count = t.attempts_count + 1, status = 'started', started_at = now(), last_worker_id = $3
+     FROM pgflow.runs r, pgflow.step_states ss, pgflow.steps s
+     WHERE t.flow_slug = $1 AND t.message_id = ANY($2) AND t.status = 'queued'
+       AND r.run_id = t.run_id AND r.status = 'started'
+       AND ss.run_id = t.run_id AND ss.step_slug = t.step_slug AND ss.status = 'started'
+       AND s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+     RETURNING t.run_id, t.step_slug, t.task_index, t.message_id, s.step_type, s.deps_count",
     &[TEXTOID, INT8ARRAYOID, UUIDOID],
 );
+
+// What the tasks of one step of one run take as input: a map's array (the run input for a root
+// map, its dependency's output otherwise); a single step's object of completed dependencies'
+// outputs, plus the run input for a root single step.
+static TASK_SOURCE: Statement = Statement::new(
+    "SELECT CASE WHEN $3 = 'map' THEN
+                 CASE WHEN $4 = 0 THEN r.input
+                      ELSE (SELECT ds.output FROM pgflow.deps d
+                            JOIN pgflow.step_states ds ON ds.run_id = r.run_id AND ds.step_slug = d.dep_slug
+                            WHERE d.flow_slug = r.flow_slug AND d.step_slug = $2 LIMIT 1) END
+            ELSE coalesce((SELECT jsonb_object_agg(d.dep_slug, ds.output) FROM pgflow.deps d
+                           JOIN pgflow.step_states ds ON ds.run_id = r.run_id AND ds.step_slug = d.dep_slug
+                           WHERE d.flow_slug = r.flow_slug AND d.step_slug = $2 AND ds.status = 'completed'),
+                          '{}'::jsonb) END,
+            CASE WHEN $3 = 'single' AND $4 = 0 THEN r.input END
+     FROM pgflow.runs r WHERE r.run_id = $1",
+    &[UUIDOID, TEXTOID, TEXTOID, INT4OID],
+);
+
+struct Claimed {
+    run_id: pgrx::Uuid,
+    step_slug: String,
+    task_index: i32,
+    message_id: Option<i64>,
+    step_type: String,
+    deps_count: i32,
+}
+
+/// Starts the queued tasks behind `msg_ids` and builds their `step_task_record`s in `outer`.
+/// Each step's input source is read and detoasted once per call, not once per task: a map
+/// task's input is one element of it.
+fn start_tasks(
+    client: &mut SpiClient<'_>,
+    outer: pgrx::pg_sys::MemoryContext,
+    flow_slug: Option<&str>,
+    msg_ids: Vec<Option<i64>>,
+    worker_id: Option<pgrx::Uuid>,
+) -> Vec<TaskRecord> {
+    use pgrx::pg_sys;
+    let claimed: Vec<Claimed> = CLAIM_TASKS
+        .run(client, &[flow_slug.into(), Some(msg_ids).into(), worker_id.into()])
+        .filter_map(|row| {
+            Some(Claimed {
+                run_id: col(&row, 1)?,
+                step_slug: col(&row, 2)?,
+                task_index: col(&row, 3)?,
+                message_id: col(&row, 4),
+                step_type: col(&row, 5)?,
+                deps_count: col(&row, 6)?,
+            })
+        })
+        .collect();
+    if claimed.is_empty() {
+        return Vec::new();
+    }
+
+    let mut sources: std::collections::HashMap<(pgrx::Uuid, String), (Option<pg_sys::Datum>, Option<pg_sys::Datum>)> =
+        std::collections::HashMap::new();
+    let tupdesc = PgTupleDesc::for_composite_type("pgflow.step_task_record")
+        .unwrap_or_else(|| crate::statement::internal_error("type pgflow.step_task_record is missing"));
+    let mut records = Vec::with_capacity(claimed.len());
+    for task in &claimed {
+        let key = (task.run_id, task.step_slug.clone());
+        let (source, flow_input) = *sources.entry(key).or_insert_with(|| {
+            let row = first(TASK_SOURCE.run(
+                client,
+                &[task.run_id.into(), task.step_slug.as_str().into(), task.step_type.as_str().into(), task.deps_count.into()],
+            ));
+            let detoast = |d: Option<RawDatum>| d.map(|d| copy_to(outer, d.0));
+            match row {
+                Some(row) => (detoast(col::<RawDatum>(&row, 1)), detoast(col::<RawDatum>(&row, 2))),
+                None => (None, None),
+            }
+        });
+        let input = if task.step_type == "map" {
+            source.and_then(|array| unsafe {
+                pgrx::direct_function_call_as_datum(
+                    pg_sys::jsonb_array_element,
+                    &[Some(array), task.task_index.into_datum()],
+                )
+            })
+        } else {
+            source
+        };
+        let values = [
+            flow_slug.into_datum(),
+            task.run_id.into_datum(),
+            task.step_slug.as_str().into_datum(),
+            input,
+            task.message_id.into_datum(),
+            task.task_index.into_datum(),
+            flow_input,
+        ];
+        records.push(TaskRecord(form_record(&tupdesc, outer, &values)));
+    }
+    records
+}
+
+/// A composite datum of `tupdesc`'s type, allocated in `context`.
+fn form_record(tupdesc: &PgTupleDesc<'_>, context: pgrx::pg_sys::MemoryContext, values: &[Option<pgrx::pg_sys::Datum>]) -> pgrx::pg_sys::Datum {
+    use pgrx::pg_sys;
+    let mut datums: Vec<pg_sys::Datum> = values.iter().map(|v| v.unwrap_or(pg_sys::Datum::from(0))).collect();
+    let mut nulls: Vec<bool> = values.iter().map(Option::is_none).collect();
+    unsafe {
+        let old = pg_sys::MemoryContextSwitchTo(context);
+        let tuple = pg_sys::heap_form_tuple(tupdesc.as_ptr(), datums.as_mut_ptr(), nulls.as_mut_ptr());
+        let datum = pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data);
+        pg_sys::MemoryContextSwitchTo(old);
+        datum
+    }
+}
 
 // The run and step state of a task (columns shared by the two statements below).
 macro_rules! task_context_sql {
@@ -634,12 +724,9 @@ mod pgflow {
     ) -> SetOfIterator<'static, TaskRecord> {
         let outer = caller_context();
         let records: Vec<TaskRecord> = match msg_ids {
-            Some(ids) if !ids.is_empty() => Spi::connect_mut(|client| {
-                START_TASKS
-                    .run(client, &[flow_slug.into(), Some(ids).into(), worker_id.into()])
-                    .filter_map(|row| col::<RawDatum>(&row, 1).map(|d| TaskRecord(copy_to(outer, d.0))))
-                    .collect()
-            }),
+            Some(ids) if !ids.is_empty() => {
+                Spi::connect_mut(|client| super::start_tasks(client, outer, flow_slug, ids, worker_id))
+            }
             _ => Vec::new(),
         };
         SetOfIterator::new(records)

@@ -1,0 +1,596 @@
+//! Workflow workloads: dag, map, latency and soak.
+//!
+//! Workers behave like pgflow's edge worker: a worker row in pgflow.workers, then a loop of
+//! `pgmq.read_with_poll` → `pgflow.start_tasks` → one `pgflow.complete_task` per task, every
+//! statement its own transaction.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use postgres::{Client, Statement};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::report::{Kv, Outcome, fmt_num};
+use crate::stats::{Calls, quantile};
+use crate::{Check, Ctx, connect, pg};
+
+/// What the workers of one round share.
+pub struct Round {
+    slug: String,
+    qty: i32,
+    poll_ms: i32,
+    /// The leaf step: its completion completes the run.
+    leaf: &'static str,
+    /// Leaf completions that end the round.
+    target: u64,
+    /// Runs of this flow completed before the round (soak rounds share one flow).
+    base_completed: i64,
+    /// Record (run_id, time complete_task returned) for every leaf completion.
+    record: bool,
+    deadline: Instant,
+    done_runs: AtomicU64,
+    stop: AtomicBool,
+    finished: Mutex<Option<Instant>>,
+    error: Mutex<Option<String>>,
+    completions: Mutex<Vec<(Uuid, Instant)>>,
+}
+
+impl Round {
+    fn new(ctx: &Ctx, slug: &str, qty: i32, poll_ms: i32, leaf: &'static str, target: u64) -> Self {
+        Round {
+            slug: slug.to_string(),
+            qty,
+            poll_ms,
+            leaf,
+            target,
+            base_completed: 0,
+            record: false,
+            deadline: Instant::now() + Duration::from_secs_f64(ctx.opts.timeout),
+            done_runs: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            finished: Mutex::new(None),
+            error: Mutex::new(None),
+            completions: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn fail(&self, msg: String) {
+        let mut e = self.error.lock().unwrap();
+        if e.is_none() {
+            *e = Some(msg);
+        }
+        self.stop.store(true, SeqCst);
+    }
+
+    fn finish(&self) {
+        let mut f = self.finished.lock().unwrap();
+        if f.is_none() {
+            *f = Some(Instant::now());
+        }
+        self.stop.store(true, SeqCst);
+    }
+}
+
+struct WorkerStmts {
+    read: Statement,
+    start: Statement,
+    complete: Statement,
+    progress: Statement,
+}
+
+fn setup_worker(dsn: &str, r: &Round) -> Result<(Client, Uuid, WorkerStmts), String> {
+    let mut c = connect(dsn)?;
+    let wid: Uuid = c
+        .query_one(
+            "INSERT INTO pgflow.workers (worker_id, queue_name, function_name) \
+             VALUES (gen_random_uuid(), $1, 'pgflow-bench') RETURNING worker_id",
+            &[&r.slug],
+        )
+        .map_err(pg)?
+        .get(0);
+    let stmts = WorkerStmts {
+        read: c
+            .prepare(
+                "SELECT * FROM pgmq.read_with_poll(queue_name => $1, vt => 30, qty => $2, \
+                 max_poll_seconds => 1, poll_interval_ms => $3)",
+            )
+            .map_err(pg)?,
+        start: c
+            .prepare("SELECT * FROM pgflow.start_tasks($1, $2::bigint[], $3::uuid)")
+            .map_err(pg)?,
+        complete: c
+            .prepare("SELECT pgflow.complete_task($1, $2, $3, $4::jsonb)")
+            .map_err(pg)?,
+        progress: c
+            .prepare(
+                "SELECT count(*) FILTER (WHERE status = 'completed'), \
+                        count(*) FILTER (WHERE status = 'failed') \
+                 FROM pgflow.runs WHERE flow_slug = $1",
+            )
+            .map_err(pg)?,
+    };
+    Ok((c, wid, stmts))
+}
+
+/// A task's tiny output: a map element's number + 1, `{"ok": true}` otherwise.
+fn output_for(input: &Option<Value>) -> Value {
+    match input.as_ref().and_then(Value::as_i64) {
+        Some(n) => json!(n + 1),
+        None => json!({"ok": true}),
+    }
+}
+
+fn worker_loop(
+    c: &mut Client,
+    r: &Round,
+    wid: Uuid,
+    s: &WorkerStmts,
+    calls: &mut Calls,
+) -> Result<(), String> {
+    let mut empty = 0u32;
+    while !r.stop.load(SeqCst) {
+        if Instant::now() > r.deadline {
+            return Err(format!(
+                "round timed out after {}/{} runs completed",
+                r.done_runs.load(SeqCst),
+                r.target
+            ));
+        }
+        let t = Instant::now();
+        let msgs = c
+            .query(&s.read, &[&r.slug, &r.qty, &r.poll_ms])
+            .map_err(pg)?;
+        calls.reads += 1;
+        if msgs.is_empty() {
+            calls.empty_reads += 1;
+            empty += 1;
+            // Cheap safety net besides the shared counter: every few empty polls ask the
+            // database whether the round is over or a run failed.
+            if empty.is_multiple_of(3) {
+                let row = c.query_one(&s.progress, &[&r.slug]).map_err(pg)?;
+                let (completed, failed): (i64, i64) = (row.get(0), row.get(1));
+                if failed > 0 {
+                    return Err(format!("{failed} runs of {} failed", r.slug));
+                }
+                if (completed - r.base_completed) as u64 >= r.target {
+                    r.finish();
+                }
+            }
+            continue;
+        }
+        let d = t.elapsed();
+        calls.read_time += d;
+        calls.read_max = calls.read_max.max(d);
+        calls.messages += msgs.len() as u64;
+        empty = 0;
+        let ids: Vec<i64> = msgs.iter().map(|m| m.get("msg_id")).collect();
+
+        let t = Instant::now();
+        let tasks = c.query(&s.start, &[&r.slug, &ids, &wid]).map_err(pg)?;
+        let d = t.elapsed();
+        crate::stats::trace_slow(d, || format!("start_tasks({} msg ids)", ids.len()));
+        calls.start_time += d;
+        calls.start_max = calls.start_max.max(d);
+        calls.starts += 1;
+        calls.started_tasks += tasks.len() as u64;
+
+        for task in &tasks {
+            let run_id: Uuid = task.get("run_id");
+            let step: String = task.get("step_slug");
+            let index: i32 = task.get("task_index");
+            let input: Option<Value> = task.get("input");
+            let output = output_for(&input);
+            let t = Instant::now();
+            let n = c
+                .execute(&s.complete, &[&run_id, &step, &index, &output])
+                .map_err(pg)?;
+            let t1 = Instant::now();
+            calls.complete_time += t1 - t;
+            calls.complete_max = calls.complete_max.max(t1 - t);
+            crate::stats::trace_slow(t1 - t, || {
+                format!("complete_task({run_id}, {step}, {index})")
+            });
+            calls.completes += 1;
+            if n != 1 {
+                return Err(format!(
+                    "complete_task({run_id}, {step}, {index}) returned {n} rows"
+                ));
+            }
+            if step == r.leaf {
+                if r.record {
+                    r.completions.lock().unwrap().push((run_id, t1));
+                }
+                if r.done_runs.fetch_add(1, SeqCst) + 1 >= r.target {
+                    r.finish();
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn worker(dsn: &str, r: &Round, barrier: &Barrier) -> Calls {
+    let setup = setup_worker(dsn, r);
+    barrier.wait();
+    let mut calls = Calls::default();
+    let (mut c, wid, stmts) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            r.fail(format!("worker setup: {e}"));
+            return calls;
+        }
+    };
+    if let Err(e) = worker_loop(&mut c, r, wid, &stmts, &mut calls) {
+        r.fail(format!("worker: {e}"));
+    }
+    let _ = c.execute("SELECT pgflow.mark_worker_stopped($1)", &[&wid]);
+    calls
+}
+
+/// Starts `workers` worker threads; once all are connected, runs `during` on this thread
+/// (given the start instant) and then waits for the workers. Returns the start instant,
+/// `during`'s value and the merged call statistics.
+fn run_workers<T>(
+    dsn: &str,
+    r: &Round,
+    workers: usize,
+    during: impl FnOnce(Instant) -> Result<T, String>,
+) -> Result<(Instant, T, Calls), String> {
+    let barrier = Barrier::new(workers + 1);
+    let (t0, res, calls) = thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| s.spawn(|| worker(dsn, r, &barrier)))
+            .collect();
+        barrier.wait();
+        let t0 = Instant::now();
+        let res = during(t0);
+        if let Err(e) = &res {
+            r.fail(e.clone());
+        }
+        let mut calls = Calls::default();
+        for h in handles {
+            match h.join() {
+                Ok(c) => calls.merge(&c),
+                Err(_) => r.fail("a worker thread panicked".into()),
+            }
+        }
+        (t0, res, calls)
+    });
+    if let Some(e) = r.error.lock().unwrap().clone() {
+        return Err(e);
+    }
+    Ok((t0, res?, calls))
+}
+
+fn exec(c: &mut Client, sql: &str, slug: &str) -> Result<(), String> {
+    c.execute(sql, &[&slug]).map(|_| ()).map_err(pg)
+}
+
+/// a → (b, c) → d
+fn create_dag_flow(c: &mut Client, slug: &str) -> Result<(), String> {
+    exec(c, "SELECT pgflow.create_flow(flow_slug => $1)", slug)?;
+    exec(
+        c,
+        "SELECT pgflow.add_step(flow_slug => $1, step_slug => 'a')",
+        slug,
+    )?;
+    exec(
+        c,
+        "SELECT pgflow.add_step(flow_slug => $1, step_slug => 'b', deps_slugs => ARRAY['a'])",
+        slug,
+    )?;
+    exec(
+        c,
+        "SELECT pgflow.add_step(flow_slug => $1, step_slug => 'c', deps_slugs => ARRAY['a'])",
+        slug,
+    )?;
+    exec(
+        c,
+        "SELECT pgflow.add_step(flow_slug => $1, step_slug => 'd', deps_slugs => ARRAY['b', 'c'])",
+        slug,
+    )
+}
+
+/// Starts `runs` runs, one start_flow call per transaction. Returns the total time.
+fn start_runs(c: &mut Client, slug: &str, runs: usize, first: usize) -> Result<Duration, String> {
+    let stmt = c
+        .prepare("SELECT run_id FROM pgflow.start_flow(flow_slug => $1, input => $2::jsonb)")
+        .map_err(pg)?;
+    let t = Instant::now();
+    for i in first..first + runs {
+        let rows = c.query(&stmt, &[&slug, &json!({"n": i})]).map_err(pg)?;
+        if rows.len() != 1 {
+            return Err(format!("start_flow returned {} rows", rows.len()));
+        }
+    }
+    Ok(t.elapsed())
+}
+
+fn finished_secs(r: &Round, t0: Instant) -> f64 {
+    let end = r.finished.lock().unwrap().unwrap_or_else(Instant::now);
+    end.duration_since(t0).as_secs_f64()
+}
+
+pub fn dag(ctx: &mut Ctx, runs: usize, workers: usize) -> Result<(), String> {
+    let slug = ctx.name(&format!("dag_w{workers}"));
+    let mut c = ctx.connect()?;
+    create_dag_flow(&mut c, &slug)?;
+    ctx.checks.push(Check::Flow {
+        workload: "dag".into(),
+        slug: slug.clone(),
+        runs: runs as i64,
+        tasks_per_run: 4,
+    });
+
+    let start_time = start_runs(&mut c, &slug, runs, 0)?.as_secs_f64();
+    let r = Round::new(ctx, &slug, 10, 100, "d", runs as u64);
+    let (t0, (), calls) = run_workers(&ctx.opts.dsn, &r, workers, |_| Ok(()))?;
+    let wall = finished_secs(&r, t0);
+    let tasks = 4 * runs;
+    let tasks_per_s = tasks as f64 / wall;
+
+    let mut kv = Kv::new();
+    kv.add("runs", runs)
+        .add("workers", workers)
+        .add("tasks", tasks)
+        .add("wall_s", wall)
+        .add("runs_per_s", runs as f64 / wall)
+        .add("tasks_per_s", tasks_per_s)
+        .add("start_flow_per_s", runs as f64 / start_time)
+        .add("start_flow_ms_avg", start_time * 1000.0 / runs as f64)
+        .add("start_phase_s", start_time);
+    calls.add_flow(&mut kv, wall, workers);
+    ctx.emit("dag", &kv);
+    ctx.outcomes.push(Outcome {
+        workload: "dag".into(),
+        params: format!("runs={runs} W={workers}"),
+        figure: format!(
+            "{} tasks/s ({} runs/s; start_flow {}/s)",
+            fmt_num(tasks_per_s),
+            fmt_num(runs as f64 / wall),
+            fmt_num(runs as f64 / start_time)
+        ),
+        throughput: Some((tasks_per_s, workers)),
+    });
+    Ok(())
+}
+
+pub fn map(ctx: &mut Ctx, elements: usize, workers: usize) -> Result<(), String> {
+    let slug = ctx.name(&format!("map_n{elements}_w{workers}"));
+    let mut c = ctx.connect()?;
+    exec(&mut c, "SELECT pgflow.create_flow(flow_slug => $1)", &slug)?;
+    exec(
+        &mut c,
+        "SELECT pgflow.add_step(flow_slug => $1, step_slug => 'items', step_type => 'map')",
+        &slug,
+    )?;
+    exec(
+        &mut c,
+        "SELECT pgflow.add_step(flow_slug => $1, step_slug => 'total', deps_slugs => ARRAY['items'])",
+        &slug,
+    )?;
+    ctx.checks.push(Check::Flow {
+        workload: "map".into(),
+        slug: slug.clone(),
+        runs: 1,
+        tasks_per_run: elements as i64 + 1,
+    });
+
+    let input = Value::Array((0..elements as i64).map(Value::from).collect());
+    let t = Instant::now();
+    c.query_one(
+        "SELECT run_id FROM pgflow.start_flow(flow_slug => $1, input => $2::jsonb)",
+        &[&slug, &input],
+    )
+    .map_err(pg)?;
+    let start_ms = t.elapsed().as_secs_f64() * 1000.0;
+
+    let r = Round::new(ctx, &slug, 100, 100, "total", 1);
+    let (t0, (), calls) = run_workers(&ctx.opts.dsn, &r, workers, |_| Ok(()))?;
+    let wall = finished_secs(&r, t0);
+    let tasks = elements + 1;
+    let tasks_per_s = tasks as f64 / wall;
+
+    let mut kv = Kv::new();
+    kv.add("elements", elements)
+        .add("workers", workers)
+        .add("tasks", tasks)
+        .add("start_flow_ms", start_ms)
+        .add("completion_s", wall)
+        .add("tasks_per_s", tasks_per_s);
+    calls.add_flow(&mut kv, wall, workers);
+    ctx.emit("map", &kv);
+    ctx.outcomes.push(Outcome {
+        workload: "map".into(),
+        params: format!("N={elements} W={workers}"),
+        figure: format!(
+            "{} tasks/s (start_flow {} ms, run done in {} s)",
+            fmt_num(tasks_per_s),
+            fmt_num(start_ms),
+            fmt_num(wall)
+        ),
+        throughput: Some((tasks_per_s, workers)),
+    });
+    Ok(())
+}
+
+pub fn latency(ctx: &mut Ctx, workers: usize, poll_ms: i32) -> Result<(), String> {
+    let (rate, seconds, qty) = (ctx.opts.rate, ctx.opts.seconds, ctx.opts.latency_qty);
+    let slug = ctx.name(&format!("lat_p{poll_ms}_w{workers}"));
+    let mut c = ctx.connect()?;
+    exec(&mut c, "SELECT pgflow.create_flow(flow_slug => $1)", &slug)?;
+    exec(
+        &mut c,
+        "SELECT pgflow.add_step(flow_slug => $1, step_slug => 'only')",
+        &slug,
+    )?;
+    let total = ((rate * seconds).round() as usize).max(1);
+    ctx.checks.push(Check::Flow {
+        workload: "latency".into(),
+        slug: slug.clone(),
+        runs: total as i64,
+        tasks_per_run: 1,
+    });
+
+    let stmt = c
+        .prepare("SELECT run_id FROM pgflow.start_flow(flow_slug => $1, input => $2::jsonb)")
+        .map_err(pg)?;
+    let mut r = Round::new(ctx, &slug, qty, poll_ms, "only", total as u64);
+    r.record = true;
+    r.deadline += Duration::from_secs_f64(seconds);
+    let r = r;
+
+    // The starter: start_flow calls at a steady rate, t0 taken just before each call.
+    type Started = (Vec<(Uuid, Instant)>, Duration, Instant);
+    let starter = |t0: Instant| -> Result<Started, String> {
+        let mut starts = Vec::with_capacity(total);
+        let mut call_time = Duration::ZERO;
+        for i in 0..total {
+            let due = t0 + Duration::from_secs_f64(i as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                thread::sleep(due - now);
+            }
+            if r.stop.load(SeqCst) {
+                break;
+            }
+            let ts = Instant::now();
+            let row = c.query_one(&stmt, &[&slug, &json!({"n": i})]).map_err(pg)?;
+            call_time += ts.elapsed();
+            starts.push((row.get::<_, Uuid>(0), ts));
+        }
+        Ok((starts, call_time, Instant::now()))
+    };
+    let (t0, (starts, call_time, started_end), calls) =
+        run_workers(&ctx.opts.dsn, &r, workers, starter)?;
+
+    let done: HashMap<Uuid, Instant> = r.completions.lock().unwrap().iter().copied().collect();
+    let mut lat: Vec<f64> = starts
+        .iter()
+        .filter_map(|(id, ts)| {
+            done.get(id)
+                .map(|t1| t1.duration_since(*ts).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    if lat.len() != starts.len() {
+        return Err(format!(
+            "{} of {} runs have no completion time",
+            starts.len() - lat.len(),
+            starts.len()
+        ));
+    }
+    lat.sort_by(f64::total_cmp);
+    let (p50, p95, p99, max) = (
+        quantile(&lat, 0.5),
+        quantile(&lat, 0.95),
+        quantile(&lat, 0.99),
+        quantile(&lat, 1.0),
+    );
+    let achieved = total as f64 / started_end.duration_since(t0).as_secs_f64();
+    let wall = finished_secs(&r, t0);
+
+    let mut kv = Kv::new();
+    kv.add("workers", workers)
+        .add("poll_ms", poll_ms)
+        .add("qty", qty)
+        .add("rate", rate)
+        .add("achieved_rate", achieved)
+        .add("runs", total)
+        .add("p50_ms", p50)
+        .add("p95_ms", p95)
+        .add("p99_ms", p99)
+        .add("max_ms", max)
+        .add("mean_ms", lat.iter().sum::<f64>() / lat.len() as f64)
+        .add(
+            "start_flow_ms_avg",
+            call_time.as_secs_f64() * 1000.0 / total as f64,
+        );
+    calls.add_flow(&mut kv, wall, workers);
+    ctx.emit("latency", &kv);
+    ctx.outcomes.push(Outcome {
+        workload: "latency".into(),
+        params: format!("rate={}/s W={workers} poll={poll_ms}ms", fmt_num(rate)),
+        figure: format!(
+            "p50 {} / p95 {} / p99 {} / max {} ms",
+            fmt_num(p50),
+            fmt_num(p95),
+            fmt_num(p99),
+            fmt_num(max)
+        ),
+        throughput: None,
+    });
+    Ok(())
+}
+
+/// Soak: dag rounds of `runs` runs on one flow until `total_tasks` tasks are completed.
+pub fn soak(ctx: &mut Ctx, total_tasks: u64, runs: usize, workers: usize) -> Result<(), String> {
+    let slug = ctx.name(&format!("soak_w{workers}"));
+    let mut c = ctx.connect()?;
+    create_dag_flow(&mut c, &slug)?;
+    let mut done_tasks = 0u64;
+    let mut rounds: Vec<f64> = Vec::new();
+    let mut result = Ok(());
+    while done_tasks < total_tasks {
+        let i = rounds.len();
+        let start_time = match start_runs(&mut c, &slug, runs, i * runs) {
+            Ok(t) => t.as_secs_f64(),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
+        let mut r = Round::new(ctx, &slug, 10, 100, "d", runs as u64);
+        r.base_completed = (i * runs) as i64;
+        let (t0, (), calls) = match run_workers(&ctx.opts.dsn, &r, workers, |_| Ok(())) {
+            Ok(x) => x,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
+        let wall = finished_secs(&r, t0);
+        let tps = (4 * runs) as f64 / wall;
+        done_tasks += 4 * runs as u64;
+        rounds.push(tps);
+        println!(
+            "SOAK round={} tasks_total={done_tasks} tasks_per_s={} start_flow_per_s={} complete_task_ms_avg={}",
+            i + 1,
+            fmt_num(tps),
+            fmt_num(runs as f64 / start_time),
+            fmt_num(calls.complete_time.as_secs_f64() * 1000.0 / calls.completes.max(1) as f64)
+        );
+    }
+    ctx.checks.push(Check::Flow {
+        workload: "soak".into(),
+        slug: slug.clone(),
+        runs: (rounds.len() * runs) as i64,
+        tasks_per_run: 4,
+    });
+    result?;
+    let (first, last) = (rounds[0], *rounds.last().unwrap_or(&rounds[0]));
+    let mut kv = Kv::new();
+    kv.add("workers", workers)
+        .add("runs_per_round", runs)
+        .add("rounds", rounds.len())
+        .add("tasks", done_tasks)
+        .add("first_tasks_per_s", first)
+        .add("last_tasks_per_s", last)
+        .add("last_over_first", last / first);
+    ctx.emit("soak", &kv);
+    ctx.outcomes.push(Outcome {
+        workload: "soak".into(),
+        params: format!("tasks={done_tasks} rounds={} W={workers}", rounds.len()),
+        figure: format!(
+            "first {} / last {} tasks/s (ratio {})",
+            fmt_num(first),
+            fmt_num(last),
+            fmt_num(last / first)
+        ),
+        throughput: None,
+    });
+    Ok(())
+}
