@@ -18,7 +18,14 @@ static CLAIM_TASKS: Statement = Statement::new(
        AND r.run_id = t.run_id AND r.status = 'started'
        AND ss.run_id = t.run_id AND ss.step_slug = t.step_slug AND ss.status = 'started'
        AND s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
-     RETURNING t.run_id, t.step_slug, t.task_index, t.message_id, s.step_type, s.deps_count",
+     RETURNING t.run_id, t.step_slug, t.task_index, t.message_id, s.step_type, s.deps_count,
+               CASE WHEN s.step_type = 'single' THEN
+                    coalesce((SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                              FROM pgflow.deps d
+                              JOIN pgflow.step_states ds ON ds.run_id = t.run_id AND ds.step_slug = d.dep_slug
+                              WHERE d.flow_slug = t.flow_slug AND d.step_slug = t.step_slug
+                                AND ds.status = 'completed'), '{}'::jsonb) END,
+               CASE WHEN s.step_type = 'single' AND s.deps_count = 0 THEN r.input END",
     &[TEXTOID, INT8ARRAYOID, UUIDOID],
 );
 
@@ -47,6 +54,9 @@ struct Claimed {
     message_id: Option<i64>,
     step_type: String,
     deps_count: i32,
+    /// A single step's input and flow input (map inputs come from `TASK_SOURCE`).
+    input: Option<pgrx::pg_sys::Datum>,
+    flow_input: Option<pgrx::pg_sys::Datum>,
 }
 
 /// Starts the queued tasks behind `msg_ids` and builds their `step_task_record`s in `outer`.
@@ -70,6 +80,8 @@ fn start_tasks(
                 message_id: col(&row, 4),
                 step_type: col(&row, 5)?,
                 deps_count: col(&row, 6)?,
+                input: col::<RawDatum>(&row, 7).map(|d| d.0),
+                flow_input: col::<RawDatum>(&row, 8).map(|d| d.0),
             })
         })
         .collect();
@@ -83,6 +95,19 @@ fn start_tasks(
         .unwrap_or_else(|| crate::statement::internal_error("type pgflow.step_task_record is missing"));
     let mut records = Vec::with_capacity(claimed.len());
     for task in &claimed {
+        if task.step_type != "map" {
+            let values = [
+                flow_slug.into_datum(),
+                task.run_id.into_datum(),
+                task.step_slug.as_str().into_datum(),
+                task.input,
+                task.message_id.into_datum(),
+                task.task_index.into_datum(),
+                task.flow_input,
+            ];
+            records.push(TaskRecord(form_record(&tupdesc, outer, &values)));
+            continue;
+        }
         let key = (task.run_id, task.step_slug.clone());
         let (source, flow_input) = *sources.entry(key).or_insert_with(|| {
             let row = first(TASK_SOURCE.run(
@@ -157,8 +182,56 @@ macro_rules! task_context_sql {
 // counters and status happens under these two locks.
 static LOCK_RUN_AND_STEP: Statement = Statement::new(task_context_sql!("FOR UPDATE OF r, ss"), &[UUIDOID, TEXTOID]);
 
-// The same without locks: a map task's completion locks nothing shared (see `complete_map_task`).
-static TASK_CONTEXT: Statement = Statement::new(task_context_sql!(""), &[UUIDOID, TEXTOID]);
+// The same, lighter and without locks: whether the task belongs to a map step with shards,
+// whose completions lock nothing shared (see `complete_map_task`).
+static TASK_CONTEXT: Statement = Statement::new(
+    "SELECT r.status, ss.status, s.step_type, r.flow_slug, s.when_exhausted, ss.initial_tasks, false, false
+     FROM pgflow.runs r
+     JOIN pgflow.step_states ss ON ss.run_id = r.run_id AND ss.step_slug = $2
+     JOIN pgflow.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+     WHERE r.run_id = $1",
+    &[UUIDOID, TEXTOID],
+);
+
+// A single step's only task completes it: the task, the step, its dependents and the run in
+// one statement (contract 2.3, complete_task 5a-5d), returning what the follow-up needs.
+static COMPLETE_SINGLE: Statement = Statement::new(
+    "WITH task AS (
+         UPDATE pgflow.step_tasks t SET status = 'completed', completed_at = now(), output = $4
+         WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = 'started'
+         RETURNING t, t.message_id
+     ), step AS (
+         UPDATE pgflow.step_states ss
+         SET remaining_tasks = 0, status = 'completed', completed_at = now(), output = $4
+         WHERE ss.run_id = $1 AND ss.step_slug = $2 AND EXISTS (SELECT 1 FROM task)
+         RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.output, ss.completed_at
+     ), children AS (
+         UPDATE pgflow.step_states child
+         SET remaining_deps = child.remaining_deps - 1,
+             initial_tasks = CASE WHEN cs.step_type = 'map' AND child.initial_tasks IS NULL
+                                       AND jsonb_typeof($4) = 'array'
+                                  THEN jsonb_array_length($4)
+                                  ELSE child.initial_tasks END
+         FROM step, pgflow.deps d, pgflow.steps cs
+         WHERE d.flow_slug = step.flow_slug AND d.dep_slug = step.step_slug
+           AND child.run_id = step.run_id AND child.step_slug = d.step_slug
+           AND cs.flow_slug = child.flow_slug AND cs.step_slug = child.step_slug
+         RETURNING child.status, child.remaining_deps, child.initial_tasks
+     ), run AS (
+         UPDATE pgflow.runs SET remaining_steps = remaining_steps - 1
+         WHERE run_id = $1 AND EXISTS (SELECT 1 FROM step)
+         RETURNING remaining_steps
+     )
+     SELECT task.t, task.message_id,
+            (SELECT jsonb_build_object('event_type', 'step:completed', 'run_id', run_id, 'step_slug', step_slug,
+                                       'status', 'completed', 'output', output, 'completed_at', completed_at)
+             FROM step),
+            (SELECT remaining_steps FROM run),
+            (SELECT count(*)::int FROM children WHERE status = 'created' AND remaining_deps = 0 AND initial_tasks > 0),
+            (SELECT count(*)::int FROM children WHERE status = 'created' AND remaining_deps = 0 AND initial_tasks = 0)
+     FROM task",
+    &[UUIDOID, TEXTOID, INT4OID, JSONBOID],
+);
 
 // A dependent map step still waiting to learn its size, when `output` cannot give it one.
 static TYPE_CHECK: Statement = Statement::new(
@@ -524,6 +597,31 @@ pub(crate) fn complete_task(
         }
     }
 
+    if locked.step_type == "single" {
+        let Some(row) = first(COMPLETE_SINGLE.run(
+            client,
+            &[run_id.into(), step_slug.into(), task_index.into(), output.into()],
+        )) else {
+            return unchanged(client, outer, run_id, step_slug, task_index);
+        };
+        let task = TaskRow(copy_to(outer, col::<RawDatum>(&row, 1)?.0));
+        let message_id: Option<i64> = col(&row, 2);
+        if crate::events::enabled() {
+            if let Some(payload) = col::<Jsonb>(&row, 3) {
+                crate::events::emit(&format!("step:{step_slug}:completed"), &format!("pgflow:run:{run_id}"), payload);
+            }
+        }
+        let counts = StepCounts {
+            remaining_steps: col(&row, 4).unwrap_or(1),
+            ready: col(&row, 5).unwrap_or(0),
+            taskless: col(&row, 6).unwrap_or(0),
+        };
+        let next = cascades_after_step(client, run_id, &locked, counts);
+        archive_message(client, &locked.flow_slug, message_id);
+        start_and_finish(client, run_id, next);
+        return Some(task);
+    }
+
     let Some((task, message_id)) = mark_completed(client, outer, run_id, step_slug, task_index, output) else {
         return unchanged(client, outer, run_id, step_slug, task_index);
     };
@@ -595,10 +693,18 @@ enum Next {
     CheckAll,
 }
 
+/// What a step's completion changed: the run's remaining steps, and how many dependents became
+/// ready with tasks or without any.
+struct StepCounts {
+    remaining_steps: i32,
+    ready: i32,
+    taskless: i32,
+}
+
 /// What follows a step's completion, up to the cascades (contract 2.3, complete_task 5c–6).
 fn after_step_completed(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slug: &str, locked: &Locked) -> Next {
     let follow_up = STEP_COMPLETED.run(client, &[run_id.into(), step_slug.into()]);
-    let (mut remaining_steps, mut ready, mut taskless) = (1, 0, 0);
+    let mut counts = StepCounts { remaining_steps: 1, ready: 0, taskless: 0 };
     for row in follow_up {
         if crate::events::enabled() {
             if let Some(payload) = col::<Jsonb>(&row, 3) {
@@ -607,18 +713,25 @@ fn after_step_completed(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slu
                 crate::events::emit(&event, &topic, payload);
             }
         }
-        remaining_steps = col::<i32>(&row, 4).unwrap_or(1);
-        ready = col::<i32>(&row, 5).unwrap_or(0);
-        taskless = col::<i32>(&row, 6).unwrap_or(0);
+        counts = StepCounts {
+            remaining_steps: col::<i32>(&row, 4).unwrap_or(1),
+            ready: col::<i32>(&row, 5).unwrap_or(0),
+            taskless: col::<i32>(&row, 6).unwrap_or(0),
+        };
     }
+    cascades_after_step(client, run_id, locked, counts)
+}
+
+/// Conditions and taskless steps after a step completed, when the flow can have them.
+fn cascades_after_step(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, locked: &Locked, counts: StepCounts) -> Next {
     if locked.has_conditions && !cascade::resolve_conditions(client, run_id) {
         return Next::RunFailed;
     }
-    if locked.has_conditions || taskless > 0 {
+    if locked.has_conditions || counts.taskless > 0 {
         cascade::complete_taskless_steps(client, run_id);
         return Next::CheckAll;
     }
-    Next::Continue { ready, remaining_steps }
+    Next::Continue { ready: counts.ready, remaining_steps: counts.remaining_steps }
 }
 
 /// Starts whatever became ready and completes the run when nothing is left.
