@@ -1,6 +1,6 @@
 //! start_flow and start_ready_steps.
 
-use pgrx::pg_sys::{INT4OID, JSONBOID, TEXTOID, UUIDOID};
+use pgrx::pg_sys::{INT4OID, INT8ARRAYOID, JSONBOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
@@ -83,6 +83,64 @@ static ENQUEUE_TASKS: Statement = Statement::new(
     &[TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID, INT4OID],
 );
 
+/// From this many tasks on, a step's task rows are inserted without per-row foreign-key checks
+/// (see `pgflow._insert_map_tasks`): for a map over 10,000 elements they are most of start_flow.
+const BULK_TASKS: i32 = 1000;
+
+// The messages of a big step, returned as an array of ids in task_index order.
+static SEND_TASK_MESSAGES: Statement = Statement::new(
+    "SELECT array_agg(m.msg_id ORDER BY m.ord)
+     FROM pgmq.send_batch(
+            $1,
+            ARRAY(SELECT jsonb_build_object('flow_slug', $1, 'run_id', $2, 'step_slug', $3, 'task_index', i)
+                  FROM generate_series(0, $4 - 1) AS i ORDER BY i),
+            $5) WITH ORDINALITY AS m(msg_id, ord)",
+    &[TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID],
+);
+
+static BULK_INSERT_ALLOWED: Statement = Statement::new(
+    "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                        WHERE tgrelid = 'pgflow.step_tasks'::regclass AND NOT tgisinternal)",
+    &[],
+);
+
+static INSERT_MAP_TASKS_UNCHECKED: Statement = Statement::new(
+    "SELECT pgflow._insert_map_tasks($1, $2, $3, $4)",
+    &[TEXTOID, UUIDOID, TEXTOID, INT8ARRAYOID],
+);
+
+static INSERT_TASKS: Statement = Statement::new(
+    "INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
+     SELECT $1, $2, $3, (m.ord - 1)::int, m.id FROM unnest($4) WITH ORDINALITY AS m(id, ord)",
+    &[TEXTOID, UUIDOID, TEXTOID, INT8ARRAYOID],
+);
+
+static INSERT_SHARDS: Statement = Statement::new(
+    "INSERT INTO pgflow._step_shards (run_id, step_slug, shard, remaining)
+     SELECT $1, $2, s.shard, $3 / $4 + CASE WHEN s.shard < $3 % $4 THEN 1 ELSE 0 END
+     FROM generate_series(0, $4 - 1) AS s(shard)
+     ON CONFLICT (run_id, step_slug, shard) DO UPDATE SET remaining = EXCLUDED.remaining",
+    &[UUIDOID, TEXTOID, INT4OID, INT4OID],
+);
+
+/// Enqueues a big step's tasks: messages first, then the task rows in one bulk insert.
+fn enqueue_bulk(client: &mut SpiClient<'_>, flow_slug: &str, run_id: pgrx::Uuid, step_slug: &str, tasks: i32, delay: i32, shards: i32) {
+    let ids: Vec<Option<i64>> = first(SEND_TASK_MESSAGES.run(
+        client,
+        &[flow_slug.into(), run_id.into(), step_slug.into(), tasks.into(), delay.into()],
+    ))
+    .and_then(|row| col::<Vec<Option<i64>>>(&row, 1))
+    .unwrap_or_default();
+    let unchecked = first(BULK_INSERT_ALLOWED.run(client, &[]))
+        .and_then(|row| col::<bool>(&row, 1))
+        .unwrap_or(false);
+    let insert = if unchecked { &INSERT_MAP_TASKS_UNCHECKED } else { &INSERT_TASKS };
+    insert.run(client, &[flow_slug.into(), run_id.into(), step_slug.into(), ids.into()]);
+    if shards > 0 {
+        INSERT_SHARDS.run(client, &[run_id.into(), step_slug.into(), tasks.into(), shards.into()]);
+    }
+}
+
 /// Starts every ready step of a run and enqueues its tasks.
 pub(crate) fn start_ready_steps(client: &mut SpiClient<'_>, run_id: pgrx::Uuid) {
     let mut to_enqueue = Vec::new();
@@ -103,6 +161,10 @@ pub(crate) fn start_ready_steps(client: &mut SpiClient<'_>, run_id: pgrx::Uuid) 
         to_enqueue.push((flow_slug, step_slug, tasks, delay, super::tasks::shard_count(&step_type, tasks)));
     }
     for (flow_slug, step_slug, tasks, delay, shards) in to_enqueue {
+        if tasks >= BULK_TASKS {
+            enqueue_bulk(client, &flow_slug, run_id, &step_slug, tasks, delay, shards);
+            continue;
+        }
         ENQUEUE_TASKS.run(
             client,
             &[
