@@ -11,7 +11,9 @@ use crate::statement::{Statement, caller_context, col, first, raise};
 static FLOW_CHECK: Statement = Statement::new(
     "SELECT coalesce(bool_or(s.step_type = 'map' AND s.deps_count = 0), false),
             count(*)::int,
-            jsonb_typeof($2)
+            jsonb_typeof($2),
+            coalesce(bool_or(s.step_type = 'map'), false),
+            coalesce(bool_or(s.required_input_pattern IS NOT NULL OR s.forbidden_input_pattern IS NOT NULL), false)
      FROM pgflow.steps s WHERE s.flow_slug = $1",
     &[TEXTOID, JSONBOID],
 );
@@ -187,6 +189,8 @@ pub(crate) fn start_flow(
 ) -> Option<pgrx::Uuid> {
     let check = first(FLOW_CHECK.run(client, &[flow_slug.into(), input.into()]))?;
     let has_root_map: bool = col(&check, 1).unwrap_or(false);
+    let has_maps: bool = col(&check, 4).unwrap_or(false);
+    let has_conditions: bool = col(&check, 5).unwrap_or(false);
     let step_count: i32 = col(&check, 2).unwrap_or(0);
     let input_type: Option<String> = col(&check, 3);
     if has_root_map {
@@ -210,9 +214,16 @@ pub(crate) fn start_flow(
     }
     let run_id = run_id?;
 
-    if cascade::resolve_conditions(client, run_id) {
+    // Conditions exist only on steps with patterns, taskless steps only among maps: a flow
+    // without them skips those cascades (they would find nothing).
+    if has_conditions && !cascade::resolve_conditions(client, run_id) {
+        return Some(run_id);
+    }
+    if has_maps || has_conditions {
         cascade::complete_taskless_steps(client, run_id);
-        start_ready_steps(client, run_id);
+    }
+    start_ready_steps(client, run_id);
+    if step_count == 0 || has_maps || has_conditions {
         cascade::maybe_complete_run(client, run_id);
     }
     Some(run_id)

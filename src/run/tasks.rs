@@ -11,10 +11,15 @@ use crate::statement::{Statement, caller_context, col, copy_to, first};
 
 // Claims queued tasks of running steps, with what their input is built from.
 static CLAIM_TASKS: Statement = Statement::new(
-    "UPDATE pgflow.step_tasks t
+    "WITH candidates AS MATERIALIZED (
+         SELECT c.run_id, c.step_slug, c.task_index FROM pgflow.step_tasks c
+         WHERE c.message_id = ANY($2) AND c.status = 'queued' AND c.flow_slug = $1
+     )
+     UPDATE pgflow.step_tasks t
      SET attempts_count = t.attempts_count + 1, status = 'started', started_at = now(), last_worker_id = $3
-     FROM pgflow.runs r, pgflow.step_states ss, pgflow.steps s
-     WHERE t.flow_slug = $1 AND t.message_id = ANY($2) AND t.status = 'queued'
+     FROM candidates c, pgflow.runs r, pgflow.step_states ss, pgflow.steps s
+     WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+       AND t.flow_slug = $1 AND t.status = 'queued'
        AND r.run_id = t.run_id AND r.status = 'started'
        AND ss.run_id = t.run_id AND ss.step_slug = t.step_slug AND ss.status = 'started'
        AND s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
