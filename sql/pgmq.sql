@@ -489,9 +489,9 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION pgmq.read_grouped_with_poll(
-    queue_name text, vt integer, qty integer,
-    max_poll_seconds integer DEFAULT 5, poll_interval_ms integer DEFAULT 100)
+-- The poll loop shared by the three grouped *_with_poll functions; `strategy` names the read.
+CREATE FUNCTION pgmq._read_grouped_with_poll(
+    strategy text, queue_name text, vt integer, qty integer, max_poll_seconds integer, poll_interval_ms integer)
 RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
@@ -504,7 +504,13 @@ BEGIN
         -- An attempt that claims nothing is rolled back, releasing what it locked.
         got := false;
         BEGIN
-            RETURN QUERY SELECT * FROM pgmq.read_grouped(queue_name, vt, qty);
+            IF strategy = 'rr' THEN
+                RETURN QUERY SELECT * FROM pgmq.read_grouped_rr(queue_name, vt, qty);
+            ELSIF strategy = 'head' THEN
+                RETURN QUERY SELECT * FROM pgmq.read_grouped_head(queue_name, vt, qty);
+            ELSE
+                RETURN QUERY SELECT * FROM pgmq.read_grouped(queue_name, vt, qty);
+            END IF;
             got := FOUND;
             IF NOT got THEN
                 RAISE SQLSTATE 'PGMQ0';
@@ -515,6 +521,15 @@ BEGIN
         EXIT WHEN got;
         PERFORM pgmq._poll_wait(queue_name, poll_interval_ms, deadline);
     END LOOP;
+END;
+$$;
+
+CREATE FUNCTION pgmq.read_grouped_with_poll(
+    queue_name text, vt integer, qty integer,
+    max_poll_seconds integer DEFAULT 5, poll_interval_ms integer DEFAULT 100)
+RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM pgmq._read_grouped_with_poll('fill', queue_name, vt, qty, max_poll_seconds, poll_interval_ms);
 END;
 $$;
 
@@ -522,28 +537,8 @@ CREATE FUNCTION pgmq.read_grouped_rr_with_poll(
     queue_name text, vt integer, qty integer,
     max_poll_seconds integer DEFAULT 5, poll_interval_ms integer DEFAULT 100)
 RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
-DECLARE
-    deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
-    got boolean;
 BEGIN
-    PERFORM pgmq._check_poll_args(max_poll_seconds, poll_interval_ms);
-    PERFORM pgmq._poll_register(queue_name);
-    LOOP
-        EXIT WHEN clock_timestamp() >= deadline;
-        -- An attempt that claims nothing is rolled back, releasing what it locked.
-        got := false;
-        BEGIN
-            RETURN QUERY SELECT * FROM pgmq.read_grouped_rr(queue_name, vt, qty);
-            got := FOUND;
-            IF NOT got THEN
-                RAISE SQLSTATE 'PGMQ0';
-            END IF;
-        EXCEPTION WHEN SQLSTATE 'PGMQ0' THEN
-            NULL;
-        END;
-        EXIT WHEN got;
-        PERFORM pgmq._poll_wait(queue_name, poll_interval_ms, deadline);
-    END LOOP;
+    RETURN QUERY SELECT * FROM pgmq._read_grouped_with_poll('rr', queue_name, vt, qty, max_poll_seconds, poll_interval_ms);
 END;
 $$;
 
@@ -551,28 +546,8 @@ CREATE FUNCTION pgmq.read_grouped_head_with_poll(
     queue_name text, vt integer, qty integer,
     max_poll_seconds integer DEFAULT 5, poll_interval_ms integer DEFAULT 100)
 RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
-DECLARE
-    deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
-    got boolean;
 BEGIN
-    PERFORM pgmq._check_poll_args(max_poll_seconds, poll_interval_ms);
-    PERFORM pgmq._poll_register(queue_name);
-    LOOP
-        EXIT WHEN clock_timestamp() >= deadline;
-        -- An attempt that claims nothing is rolled back, releasing what it locked.
-        got := false;
-        BEGIN
-            RETURN QUERY SELECT * FROM pgmq.read_grouped_head(queue_name, vt, qty);
-            got := FOUND;
-            IF NOT got THEN
-                RAISE SQLSTATE 'PGMQ0';
-            END IF;
-        EXCEPTION WHEN SQLSTATE 'PGMQ0' THEN
-            NULL;
-        END;
-        EXIT WHEN got;
-        PERFORM pgmq._poll_wait(queue_name, poll_interval_ms, deadline);
-    END LOOP;
+    RETURN QUERY SELECT * FROM pgmq._read_grouped_with_poll('head', queue_name, vt, qty, max_poll_seconds, poll_interval_ms);
 END;
 $$;
 
