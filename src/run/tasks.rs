@@ -34,22 +34,15 @@ static CLAIM_TASKS: Statement = Statement::new(
     &[TEXTOID, INT8ARRAYOID, UUIDOID],
 );
 
-// What the tasks of one step of one run take as input: a map's array (the run input for a root
-// map, its dependency's output otherwise); a single step's object of completed dependencies'
-// outputs, plus the run input for a root single step.
-static TASK_SOURCE: Statement = Statement::new(
-    "SELECT CASE WHEN $3 = 'map' THEN
-                 CASE WHEN $4 = 0 THEN r.input
-                      ELSE (SELECT ds.output FROM pgflow.deps d
-                            JOIN pgflow.step_states ds ON ds.run_id = r.run_id AND ds.step_slug = d.dep_slug
-                            WHERE d.flow_slug = r.flow_slug AND d.step_slug = $2 LIMIT 1) END
-            ELSE coalesce((SELECT jsonb_object_agg(d.dep_slug, ds.output) FROM pgflow.deps d
-                           JOIN pgflow.step_states ds ON ds.run_id = r.run_id AND ds.step_slug = d.dep_slug
-                           WHERE d.flow_slug = r.flow_slug AND d.step_slug = $2 AND ds.status = 'completed'),
-                          '{}'::jsonb) END,
-            CASE WHEN $3 = 'single' AND $4 = 0 THEN r.input END
+// The array a map step's tasks take their elements from: the run input for a root map, the
+// output of its single dependency otherwise.
+static MAP_SOURCE: Statement = Statement::new(
+    "SELECT CASE WHEN $3 = 0 THEN r.input
+                 ELSE (SELECT ds.output FROM pgflow.deps d
+                       JOIN pgflow.step_states ds ON ds.run_id = r.run_id AND ds.step_slug = d.dep_slug
+                       WHERE d.flow_slug = r.flow_slug AND d.step_slug = $2 LIMIT 1) END
      FROM pgflow.runs r WHERE r.run_id = $1",
-    &[UUIDOID, TEXTOID, TEXTOID, INT4OID],
+    &[UUIDOID, TEXTOID, INT4OID],
 );
 
 struct Claimed {
@@ -65,8 +58,8 @@ struct Claimed {
 }
 
 /// Starts the queued tasks behind `msg_ids` and builds their `step_task_record`s in `outer`.
-/// Each step's input source is read and detoasted once per call, not once per task: a map
-/// task's input is one element of it.
+/// A single step's input comes with its claim; a map step's array is read and detoasted once
+/// per call, not once per task, and each map task takes one element of it.
 fn start_tasks(
     client: &mut SpiClient<'_>,
     outer: pgrx::pg_sys::MemoryContext,
@@ -94,7 +87,7 @@ fn start_tasks(
         return Vec::new();
     }
 
-    let mut sources: std::collections::HashMap<(pgrx::Uuid, String), (Option<pg_sys::Datum>, Option<pg_sys::Datum>)> =
+    let mut sources: std::collections::HashMap<(pgrx::Uuid, String), Option<pg_sys::Datum>> =
         std::collections::HashMap::new();
     let tupdesc = PgTupleDesc::for_composite_type("pgflow.step_task_record")
         .unwrap_or_else(|| crate::statement::internal_error("type pgflow.step_task_record is missing"));
@@ -114,27 +107,14 @@ fn start_tasks(
             continue;
         }
         let key = (task.run_id, task.step_slug.clone());
-        let (source, flow_input) = *sources.entry(key).or_insert_with(|| {
-            let row = first(TASK_SOURCE.run(
-                client,
-                &[task.run_id.into(), task.step_slug.as_str().into(), task.step_type.as_str().into(), task.deps_count.into()],
-            ));
-            let detoast = |d: Option<RawDatum>| d.map(|d| copy_to(outer, d.0));
-            match row {
-                Some(row) => (detoast(col::<RawDatum>(&row, 1)), detoast(col::<RawDatum>(&row, 2))),
-                None => (None, None),
-            }
+        let source = *sources.entry(key).or_insert_with(|| {
+            first(MAP_SOURCE.run(client, &[task.run_id.into(), task.step_slug.as_str().into(), task.deps_count.into()]))
+                .and_then(|row| col::<RawDatum>(&row, 1))
+                .map(|d| copy_to(outer, d.0))
         });
-        let input = if task.step_type == "map" {
-            source.and_then(|array| unsafe {
-                pgrx::direct_function_call_as_datum(
-                    pg_sys::jsonb_array_element,
-                    &[Some(array), task.task_index.into_datum()],
-                )
-            })
-        } else {
-            source
-        };
+        let input = source.and_then(|array| unsafe {
+            pgrx::direct_function_call_as_datum(pg_sys::jsonb_array_element, &[Some(array), task.task_index.into_datum()])
+        });
         let values = [
             flow_slug.into_datum(),
             task.run_id.into_datum(),
@@ -142,7 +122,7 @@ fn start_tasks(
             input,
             task.message_id.into_datum(),
             task.task_index.into_datum(),
-            flow_input,
+            None,
         ];
         records.push(TaskRecord(form_record(&tupdesc, outer, &values)));
     }
