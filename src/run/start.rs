@@ -6,7 +6,7 @@ use pgrx::spi::SpiClient;
 
 use super::cascade;
 use crate::datum::{Jsonb, RunRow};
-use crate::statement::{Statement, caller_context, col, first, raise};
+use crate::statement::{Statement, TableStatement, caller_context, col, first, raise};
 
 static FLOW_CHECK: Statement = Statement::new(
     "SELECT coalesce(bool_or(s.step_type = 'map' AND s.deps_count = 0), false),
@@ -37,52 +37,6 @@ static INSERT_RUN: Statement = Statement::new(
             run_id
      FROM run",
     &[TEXTOID, JSONBOID, UUIDOID, INT4OID],
-);
-
-static START_READY: Statement = Statement::new(
-    "WITH ready AS (
-         SELECT ss.run_id, ss.step_slug
-         FROM pgflow.step_states ss
-         JOIN pgflow.runs r ON r.run_id = ss.run_id AND r.status = 'started'
-         WHERE ss.run_id = $1 AND ss.status = 'created' AND ss.remaining_deps = 0 AND ss.initial_tasks > 0
-         ORDER BY ss.step_slug
-         FOR UPDATE OF ss
-     ), started AS (
-         UPDATE pgflow.step_states ss
-         SET status = 'started', started_at = now(), remaining_tasks = ss.initial_tasks
-         FROM ready
-         WHERE ss.run_id = ready.run_id AND ss.step_slug = ready.step_slug
-         RETURNING ss.flow_slug, ss.run_id, ss.step_slug, ss.started_at, ss.remaining_tasks,
-                   ss.remaining_deps, ss.initial_tasks
-     )
-     SELECT 'step:' || st.step_slug || ':started', 'pgflow:run:' || st.run_id,
-            jsonb_build_object('event_type', 'step:started', 'run_id', st.run_id, 'step_slug', st.step_slug,
-                               'status', 'started', 'started_at', st.started_at,
-                               'remaining_tasks', st.remaining_tasks, 'remaining_deps', st.remaining_deps),
-            st.flow_slug, st.step_slug, st.initial_tasks, coalesce(s.opt_start_delay, 0), s.step_type
-     FROM started st
-     JOIN pgflow.steps s ON s.flow_slug = st.flow_slug AND s.step_slug = st.step_slug
-     ORDER BY st.step_slug",
-    &[UUIDOID],
-);
-
-// One message per task, sent in task_index order, so ids pair with task indexes; and the
-// countdown shards of a map step ($6 of them, none for other steps).
-static ENQUEUE_TASKS: Statement = Statement::new(
-    "WITH shards AS (
-         INSERT INTO pgflow._step_shards (run_id, step_slug, shard, remaining)
-         SELECT $2, $3, s.shard, $4 / nullif($6, 0) + CASE WHEN s.shard < $4 % nullif($6, 0) THEN 1 ELSE 0 END
-         FROM generate_series(0, $6 - 1) AS s(shard)
-         ON CONFLICT (run_id, step_slug, shard) DO UPDATE SET remaining = EXCLUDED.remaining
-     )
-     INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
-     SELECT $1, $2, $3, (m.ord - 1)::int, m.msg_id
-     FROM pgmq.send_batch(
-            $1,
-            ARRAY(SELECT jsonb_build_object('flow_slug', $1, 'run_id', $2, 'step_slug', $3, 'task_index', i)
-                  FROM generate_series(0, $4 - 1) AS i ORDER BY i),
-            $5) WITH ORDINALITY AS m(msg_id, ord)",
-    &[TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID, INT4OID],
 );
 
 /// From this many tasks on, a step's task rows are inserted without per-row foreign-key checks
@@ -143,41 +97,111 @@ fn enqueue_bulk(client: &mut SpiClient<'_>, flow_slug: &str, run_id: pgrx::Uuid,
     }
 }
 
+// Starts the ready steps of a run and enqueues their tasks in one statement: messages go
+// straight into the flow's queue table (ids ascend with task_index within a step, all messages
+// of a step share one vt), task rows and map shards are inserted from them. Steps of
+// `BULK_TASKS` tasks or more are only started here; their tasks are enqueued by `enqueue_bulk`.
+fn start_and_enqueue_sql(queue_table: &str) -> String {
+    format!(
+        "WITH ready AS (
+             SELECT ss.run_id, ss.step_slug
+             FROM pgflow.step_states ss
+             JOIN pgflow.runs r ON r.run_id = ss.run_id AND r.status = 'started'
+             WHERE ss.run_id = $1 AND ss.status = 'created' AND ss.remaining_deps = 0 AND ss.initial_tasks > 0
+             ORDER BY ss.step_slug
+             FOR UPDATE OF ss
+         ), started AS (
+             UPDATE pgflow.step_states ss
+             SET status = 'started', started_at = now(), remaining_tasks = ss.initial_tasks
+             FROM ready
+             WHERE ss.run_id = ready.run_id AND ss.step_slug = ready.step_slug
+             RETURNING ss.flow_slug, ss.run_id, ss.step_slug, ss.started_at, ss.remaining_tasks,
+                       ss.remaining_deps, ss.initial_tasks
+         ), plan AS MATERIALIZED (
+             SELECT st.*, s.step_type, coalesce(s.opt_start_delay, 0) AS delay,
+                    clock_timestamp() + make_interval(secs => coalesce(s.opt_start_delay, 0)) AS vt,
+                    st.initial_tasks >= $2 AS bulk,
+                    CASE WHEN s.step_type = 'map' AND st.initial_tasks > 1 THEN least(st.initial_tasks, $3)
+                         ELSE 0 END AS shards
+             FROM started st
+             JOIN pgflow.steps s ON s.flow_slug = st.flow_slug AND s.step_slug = st.step_slug
+         ), msgs AS (
+             INSERT INTO {queue_table} (vt, message)
+             SELECT p.vt, jsonb_build_object('flow_slug', p.flow_slug, 'run_id', p.run_id,
+                                             'step_slug', p.step_slug, 'task_index', i)
+             FROM plan p, generate_series(0, p.initial_tasks - 1) AS i
+             WHERE NOT p.bulk
+             ORDER BY p.step_slug, i
+             RETURNING msg_id, message
+         ), tasks AS (
+             INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
+             SELECT m.message ->> 'flow_slug', (m.message ->> 'run_id')::uuid, m.message ->> 'step_slug',
+                    (m.message ->> 'task_index')::int, m.msg_id
+             FROM msgs m
+         ), shards AS (
+             INSERT INTO pgflow._step_shards (run_id, step_slug, shard, remaining)
+             SELECT p.run_id, p.step_slug, sh,
+                    p.initial_tasks / p.shards + CASE WHEN sh < p.initial_tasks % p.shards THEN 1 ELSE 0 END
+             FROM plan p, generate_series(0, p.shards - 1) AS sh
+             WHERE p.shards > 0 AND NOT p.bulk
+             ON CONFLICT (run_id, step_slug, shard) DO UPDATE SET remaining = EXCLUDED.remaining
+         )
+         SELECT 'step:' || p.step_slug || ':started', 'pgflow:run:' || p.run_id,
+                jsonb_build_object('event_type', 'step:started', 'run_id', p.run_id, 'step_slug', p.step_slug,
+                                   'status', 'started', 'started_at', p.started_at,
+                                   'remaining_tasks', p.remaining_tasks, 'remaining_deps', p.remaining_deps),
+                p.step_slug, p.initial_tasks, p.delay, p.bulk, p.shards
+         FROM plan p ORDER BY p.step_slug"
+    )
+}
+
+static START_AND_ENQUEUE: TableStatement = TableStatement::new("start_and_enqueue", &[UUIDOID, INT4OID, INT4OID]);
+
+static RUN_FLOW: Statement = Statement::new("SELECT r.flow_slug FROM pgflow.runs r WHERE r.run_id = $1", &[UUIDOID]);
+
 /// Starts every ready step of a run and enqueues its tasks.
 pub(crate) fn start_ready_steps(client: &mut SpiClient<'_>, run_id: pgrx::Uuid) {
-    let mut to_enqueue = Vec::new();
-    let started = START_READY.run(client, &[run_id.into()]);
+    let Some(flow_slug) = first(RUN_FLOW.run(client, &[run_id.into()])).and_then(|row| col::<String>(&row, 1)) else {
+        return;
+    };
+    start_ready_steps_of(client, run_id, &flow_slug);
+}
+
+/// `start_ready_steps` when the run's flow is known.
+pub(crate) fn start_ready_steps_of(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, flow_slug: &str) {
+    let queue = crate::queue::name::QueueName::parse(Some(flow_slug));
+    let table = queue.queue_table();
+    let started = START_AND_ENQUEUE.run(
+        client,
+        queue.stem(),
+        || start_and_enqueue_sql(&table),
+        &[run_id.into(), BULK_TASKS.into(), super::tasks::MAX_SHARDS.into()],
+    );
+    let enabled = crate::events::enabled();
+    let mut bulk = Vec::new();
+    let mut visible_now = 0usize;
     for row in started {
-        if crate::events::enabled() {
+        if enabled {
             if let Some(payload) = col::<Jsonb>(&row, 3) {
                 let event: String = col(&row, 1).unwrap_or_default();
                 let topic: String = col(&row, 2).unwrap_or_default();
                 crate::events::emit(&event, &topic, payload);
             }
         }
-        let flow_slug: String = col(&row, 4).unwrap_or_default();
-        let step_slug: String = col(&row, 5).unwrap_or_default();
-        let tasks: i32 = col(&row, 6).unwrap_or(0);
-        let delay: i32 = col(&row, 7).unwrap_or(0);
-        let step_type: String = col(&row, 8).unwrap_or_default();
-        to_enqueue.push((flow_slug, step_slug, tasks, delay, super::tasks::shard_count(&step_type, tasks)));
-    }
-    for (flow_slug, step_slug, tasks, delay, shards) in to_enqueue {
-        if tasks >= BULK_TASKS {
-            enqueue_bulk(client, &flow_slug, run_id, &step_slug, tasks, delay, shards);
-            continue;
+        let step_slug: String = col(&row, 4).unwrap_or_default();
+        let tasks: i32 = col(&row, 5).unwrap_or(0);
+        let delay: i32 = col(&row, 6).unwrap_or(0);
+        let is_bulk: bool = col(&row, 7).unwrap_or(false);
+        let shards: i32 = col(&row, 8).unwrap_or(0);
+        if is_bulk {
+            bulk.push((step_slug, tasks, delay, shards));
+        } else if delay <= 0 {
+            visible_now += tasks as usize;
         }
-        ENQUEUE_TASKS.run(
-            client,
-            &[
-                flow_slug.as_str().into(),
-                run_id.into(),
-                step_slug.as_str().into(),
-                tasks.into(),
-                delay.into(),
-                shards.into(),
-            ],
-        );
+    }
+    crate::queue::wake::sent(flow_slug, visible_now);
+    for (step_slug, tasks, delay, shards) in bulk {
+        enqueue_bulk(client, flow_slug, run_id, &step_slug, tasks, delay, shards);
     }
 }
 
@@ -222,7 +246,7 @@ pub(crate) fn start_flow(
     if has_maps || has_conditions {
         cascade::complete_taskless_steps(client, run_id);
     }
-    start_ready_steps(client, run_id);
+    start_ready_steps_of(client, run_id, flow_slug.unwrap_or_default());
     if step_count == 0 || has_maps || has_conditions {
         cascade::maybe_complete_run(client, run_id);
     }

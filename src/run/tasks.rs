@@ -603,7 +603,7 @@ pub(crate) fn complete_task(
         };
         let next = cascades_after_step(client, run_id, &locked, counts);
         archive_message(client, &locked.flow_slug, message_id);
-        start_and_finish(client, run_id, next);
+        start_and_finish(client, run_id, &locked.flow_slug, next);
         return Some(task);
     }
 
@@ -620,7 +620,7 @@ pub(crate) fn complete_task(
     let next = step_completed.then(|| after_step_completed(client, run_id, step_slug, &locked));
     archive_message(client, &locked.flow_slug, message_id);
     if let Some(next) = next {
-        start_and_finish(client, run_id, next);
+        start_and_finish(client, run_id, &locked.flow_slug, next);
     }
     Some(task)
 }
@@ -663,7 +663,7 @@ fn complete_map_task(
     if step_completed {
         DROP_SHARDS.run(client, &[run_id.into(), step_slug.into()]);
         let next = after_step_completed(client, run_id, step_slug, &locked);
-        start_and_finish(client, run_id, next);
+        start_and_finish(client, run_id, &locked.flow_slug, next);
     }
     Some(task)
 }
@@ -720,14 +720,14 @@ fn cascades_after_step(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, locked: &
 }
 
 /// Starts whatever became ready and completes the run when nothing is left.
-fn start_and_finish(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, next: Next) {
+fn start_and_finish(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, flow_slug: &str, next: Next) {
     let (start, finish) = match next {
         Next::RunFailed => (false, false),
         Next::Continue { ready, remaining_steps } => (ready > 0, remaining_steps == 0),
         Next::CheckAll => (true, true),
     };
     if start {
-        start::start_ready_steps(client, run_id);
+        start::start_ready_steps_of(client, run_id, flow_slug);
     }
     if finish {
         cascade::maybe_complete_run(client, run_id);
@@ -784,7 +784,7 @@ pub(crate) fn fail_task(
                 DEPENDENTS_OF_SKIPPED.run(client, &[run_id.into(), step_slug.into(), locked.flow_slug.as_str().into()]);
                 if cascade::resolve_conditions(client, run_id) {
                     cascade::complete_taskless_steps(client, run_id);
-                    start::start_ready_steps(client, run_id);
+                    start::start_ready_steps_of(client, run_id, &locked.flow_slug);
                 } else {
                     archive_task_message(client, run_id, step_slug, task_index);
                     go_on = false;
