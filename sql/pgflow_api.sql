@@ -283,6 +283,16 @@ BEGIN
 END;
 $$;
 
+-- Unschedules a pg_cron job by name; a job that does not exist is no error.
+CREATE FUNCTION pgflow._cron_unschedule(job_name text)
+RETURNS void LANGUAGE plpgsql SET search_path = pgflow, cron, pg_temp AS $$
+BEGIN
+    PERFORM cron.unschedule(job_name);
+EXCEPTION WHEN OTHERS THEN
+    NULL;
+END;
+$$;
+
 -- pg_cron before 1.5 (Debian 12 ships 1.4) has no second-level schedules such as '15 seconds'.
 CREATE FUNCTION pgflow._check_cron_schedule(schedule text)
 RETURNS void LANGUAGE plpgsql SET search_path = '' AS $$
@@ -305,11 +315,7 @@ DECLARE
 BEGIN
     PERFORM pgflow._require_pg_cron();
     PERFORM pgflow._check_cron_schedule(cron_interval);
-    BEGIN
-        PERFORM cron.unschedule('pgflow_requeue_stalled_tasks');
-    EXCEPTION WHEN OTHERS THEN
-        NULL;
-    END;
+    PERFORM pgflow._cron_unschedule('pgflow_requeue_stalled_tasks');
     SELECT cron.schedule(job_name => 'pgflow_requeue_stalled_tasks', schedule => cron_interval,
                          command => 'select pgflow.requeue_stalled_tasks()')
     INTO job;
@@ -418,16 +424,8 @@ DECLARE
 BEGIN
     PERFORM pgflow._require_pg_cron();
     PERFORM pgflow._check_cron_schedule(cron_interval);
-    BEGIN
-        PERFORM cron.unschedule('pgflow_ensure_workers');
-    EXCEPTION WHEN OTHERS THEN
-        NULL;
-    END;
-    BEGIN
-        PERFORM cron.unschedule('pgflow_cleanup_logs');
-    EXCEPTION WHEN OTHERS THEN
-        NULL;
-    END;
+    PERFORM pgflow._cron_unschedule('pgflow_ensure_workers');
+    PERFORM pgflow._cron_unschedule('pgflow_cleanup_logs');
     SELECT cron.schedule(job_name => 'pgflow_ensure_workers', schedule => cron_interval,
                          command => 'select pgflow.ensure_workers()')
     INTO workers_job;

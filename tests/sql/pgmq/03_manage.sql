@@ -4,38 +4,7 @@ BEGIN;
 SELECT plan(83);
 SET LOCAL client_min_messages = error;
 
--- NOTICE and WARNING texts cannot be caught in PL/pgSQL, so they are read from a second session:
--- pg_temp.session_messages(statements...) runs the statements with psql (COPY FROM PROGRAM, as the
--- server's OS user) inside BEGIN ... ROLLBACK on this database and returns the NOTICE, WARNING and
--- ERROR lines it printed, as 'LEVEL: SQLSTATE: text'. That session sees only committed data, so it
--- uses its own queue names (ntc_*), never ones this transaction touches.
-CREATE FUNCTION pg_temp.sh_quote(s text) RETURNS text LANGUAGE sql IMMUTABLE AS
-$$ SELECT '''' || replace(s, '''', '''"''"''') || '''' $$;
-CREATE FUNCTION pg_temp.session_messages(VARIADIC stmts text[]) RETURNS text[] LANGUAGE plpgsql AS $f$
-DECLARE
-    cmd text;
-    stmt text;
-    result text[];
-BEGIN
-    cmd := format('PGOPTIONS=%s psql -X -q -o /dev/null -v VERBOSITY=verbose -h %s -p %s -U %s -d %s -c BEGIN',
-                  pg_temp.sh_quote('-c lock_timeout=10s -c statement_timeout=60s -c client_min_messages=notice'),
-                  pg_temp.sh_quote(coalesce(nullif(split_part(current_setting('unix_socket_directories'), ',', 1), ''),
-                                            'localhost')),
-                  current_setting('port'), pg_temp.sh_quote(current_user), pg_temp.sh_quote(current_database()));
-    FOREACH stmt IN ARRAY stmts LOOP
-        cmd := cmd || ' -c ' || pg_temp.sh_quote(stmt);
-    END LOOP;
-    cmd := cmd || ' -c ROLLBACK 2>&1';
-    CREATE TEMP TABLE IF NOT EXISTS session_output (n bigserial, line text);
-    TRUNCATE session_output;
-    EXECUTE format($c$COPY session_output (line) FROM PROGRAM %L WITH (FORMAT csv, DELIMITER E'\x01', QUOTE E'\x02')$c$,
-                   cmd);
-    SELECT coalesce(array_agg(regexp_replace(o.line, '^(NOTICE|WARNING|ERROR):\s+', '\1: ') ORDER BY o.n), '{}')
-    INTO result
-    FROM session_output o WHERE o.line ~ '^(NOTICE|WARNING|ERROR):';
-    RETURN result;
-END
-$f$;
+\ir helpers/session_messages.psql
 
 CREATE FUNCTION pg_temp.advisory_lock_held(key bigint) RETURNS boolean LANGUAGE sql AS $$
     SELECT EXISTS (SELECT 1 FROM pg_locks l

@@ -4,33 +4,7 @@ BEGIN;
 SELECT plan(77);
 SET LOCAL client_min_messages = error;
 
-CREATE TEMP TABLE got (k text, msg_id bigint, read_ct integer, enqueued_at timestamptz, last_read_at timestamptz,
-                       vt timestamptz, message jsonb, headers jsonb);
-CREATE TEMP TABLE calls (k text PRIMARY KEY, t0 timestamptz, t1 timestamptz, n integer);
-CREATE FUNCTION pg_temp.call(k text, call text) RETURNS integer LANGUAGE plpgsql AS $$
-DECLARE
-    t0 timestamptz := clock_timestamp();
-    n integer;
-BEGIN
-    EXECUTE format('INSERT INTO got SELECT %L, r.msg_id, r.read_ct, r.enqueued_at, r.last_read_at, r.vt, r.message, r.headers
-                    FROM %s r', k, call);
-    GET DIAGNOSTICS n = ROW_COUNT;
-    INSERT INTO calls VALUES (k, t0, clock_timestamp(), n);
-    RETURN n;
-END;
-$$;
-CREATE FUNCTION pg_temp.ids(k text) RETURNS bigint[] LANGUAGE sql AS $$
-    SELECT coalesce(array_agg(msg_id ORDER BY msg_id), '{}') FROM got WHERE got.k = ids.k
-$$;
-CREATE FUNCTION pg_temp.elapsed_ms(k text) RETURNS numeric LANGUAGE sql AS $$
-    SELECT extract(epoch FROM t1 - t0) * 1000 FROM calls WHERE calls.k = elapsed_ms.k
-$$;
-CREATE FUNCTION pg_temp.claimed_ok(k text, expected_read_ct integer, vt_seconds integer) RETURNS boolean LANGUAGE sql AS $$
-    SELECT bool_and(g.read_ct = expected_read_ct
-                    AND g.last_read_at BETWEEN c.t0 AND c.t1
-                    AND g.vt BETWEEN c.t0 + make_interval(secs => vt_seconds) AND c.t1 + make_interval(secs => vt_seconds))
-    FROM got g JOIN calls c ON c.k = g.k WHERE g.k = claimed_ok.k
-$$;
+\ir helpers/read_calls.psql
 -- The contract's example: A:1,2,4  B:3,5  C:6  default:7 (no headers).
 CREATE FUNCTION pg_temp.fill(q text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN

@@ -6,36 +6,7 @@ BEGIN;
 SELECT plan(51);
 SET LOCAL client_min_messages = error;
 
-CREATE FUNCTION pg_temp.sh_quote(s text) RETURNS text LANGUAGE sql IMMUTABLE AS
-$$ SELECT '''' || replace(s, '''', '''"''"''') || '''' $$;
--- NOTICE texts cannot be caught in PL/pgSQL: run statements in a second session (psql through
--- COPY FROM PROGRAM, inside BEGIN ... ROLLBACK) and return its NOTICE/WARNING/ERROR lines as
--- 'LEVEL: SQLSTATE: text'. It sees only committed data, so it uses its own queues (ntc_*).
-CREATE FUNCTION pg_temp.session_messages(VARIADIC stmts text[]) RETURNS text[] LANGUAGE plpgsql AS $f$
-DECLARE
-    cmd text;
-    stmt text;
-    result text[];
-BEGIN
-    cmd := format('PGOPTIONS=%s psql -X -q -o /dev/null -v VERBOSITY=verbose -h %s -p %s -U %s -d %s -c BEGIN',
-                  pg_temp.sh_quote('-c lock_timeout=10s -c statement_timeout=60s -c client_min_messages=notice'),
-                  pg_temp.sh_quote(coalesce(nullif(split_part(current_setting('unix_socket_directories'), ',', 1), ''),
-                                            'localhost')),
-                  current_setting('port'), pg_temp.sh_quote(current_user), pg_temp.sh_quote(current_database()));
-    FOREACH stmt IN ARRAY stmts LOOP
-        cmd := cmd || ' -c ' || pg_temp.sh_quote(stmt);
-    END LOOP;
-    cmd := cmd || ' -c ROLLBACK 2>&1';
-    CREATE TEMP TABLE IF NOT EXISTS session_output (n bigserial, line text);
-    TRUNCATE session_output;
-    EXECUTE format($c$COPY session_output (line) FROM PROGRAM %L WITH (FORMAT csv, DELIMITER E'\x01', QUOTE E'\x02')$c$,
-                   cmd);
-    SELECT coalesce(array_agg(regexp_replace(o.line, '^(NOTICE|WARNING|ERROR):\s+', '\1: ') ORDER BY o.n), '{}')
-    INTO result
-    FROM session_output o WHERE o.line ~ '^(NOTICE|WARNING|ERROR):';
-    RETURN result;
-END
-$f$;
+\ir helpers/session_messages.psql
 
 CREATE FUNCTION pg_temp.triggers(rel regclass) RETURNS SETOF text LANGUAGE sql AS $$
     SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t WHERE t.tgrelid = rel
