@@ -4,7 +4,7 @@ use pgrx::pg_sys::{TEXTARRAYOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use super::{archive_run_messages, archive_step_messages, emit_events};
+use super::{archive_run_messages, archive_step_messages, emit_events, emit_row};
 use crate::statement::{Statement, col, first, raise};
 
 /// Both cascades give up after this many passes (contract quirk Q8).
@@ -251,15 +251,8 @@ pub(crate) fn force_skip_steps(
         &[run_id.into(), step_slug.into(), reason.into(), flow_slug.as_str().into()],
     );
     let mut skipped = Vec::new();
-    let enabled = crate::events::enabled();
     for row in table {
-        if enabled {
-            if let Some(payload) = col::<crate::datum::Jsonb>(&row, 3) {
-                let event: String = col(&row, 1).unwrap_or_default();
-                let topic: String = col(&row, 2).unwrap_or_default();
-                crate::events::emit(&event, &topic, payload);
-            }
-        }
+        emit_row(&row);
         skipped.push(col::<String>(&row, 4).unwrap_or_default());
     }
     let count = skipped.len() as i32;

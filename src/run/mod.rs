@@ -13,25 +13,29 @@ pub mod start;
 pub mod tasks;
 
 use pgrx::pg_sys::{TEXTARRAYOID, UUIDOID, INT4OID, TEXTOID};
-use pgrx::spi::{SpiClient, SpiTupleTable};
+use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiTupleTable};
 
 use crate::datum::{Jsonb, RawDatum, RunRow, TaskRow};
 use crate::events;
 use crate::statement::{Statement, col, copy_to, first};
 
-/// Sends the events of a statement's result: columns 1..3 = event, topic, payload.
+/// Sends the event of one result row: columns 1..3 = event, topic, payload.
+pub(crate) fn emit_row(row: &SpiHeapTupleData<'_>) {
+    if crate::events::enabled() {
+        if let Some(payload) = col::<Jsonb>(row, 3) {
+            let event: String = col(row, 1).unwrap_or_default();
+            let topic: String = col(row, 2).unwrap_or_default();
+            events::emit(&event, &topic, payload);
+        }
+    }
+}
+
+/// Sends the events of a statement's result; returns the number of rows.
 pub(crate) fn emit_events(table: SpiTupleTable<'_>) -> usize {
     let mut count = 0;
-    let enabled = events::enabled();
     for row in table {
         count += 1;
-        if enabled {
-            let event: String = col(&row, 1).unwrap_or_default();
-            let topic: String = col(&row, 2).unwrap_or_default();
-            if let Some(payload) = col::<Jsonb>(&row, 3) {
-                events::emit(&event, &topic, payload);
-            }
-        }
+        emit_row(&row);
     }
     count
 }

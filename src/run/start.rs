@@ -4,7 +4,7 @@ use pgrx::pg_sys::{INT4OID, INT8ARRAYOID, JSONBOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use super::cascade;
+use super::{cascade, emit_row};
 use crate::datum::{Jsonb, RunRow};
 use crate::statement::{Statement, TableStatement, caller_context, col, first, raise};
 
@@ -177,17 +177,10 @@ pub(crate) fn start_ready_steps_of(client: &mut SpiClient<'_>, run_id: pgrx::Uui
         || start_and_enqueue_sql(&table),
         &[run_id.into(), BULK_TASKS.into(), super::tasks::MAX_SHARDS.into()],
     );
-    let enabled = crate::events::enabled();
     let mut bulk = Vec::new();
     let mut visible_now = 0usize;
     for row in started {
-        if enabled {
-            if let Some(payload) = col::<Jsonb>(&row, 3) {
-                let event: String = col(&row, 1).unwrap_or_default();
-                let topic: String = col(&row, 2).unwrap_or_default();
-                crate::events::emit(&event, &topic, payload);
-            }
-        }
+        emit_row(&row);
         let step_slug: String = col(&row, 4).unwrap_or_default();
         let tasks: i32 = col(&row, 5).unwrap_or(0);
         let delay: i32 = col(&row, 6).unwrap_or(0);
@@ -230,11 +223,7 @@ pub(crate) fn start_flow(
     let mut run_id = None;
     for row in inserted {
         run_id = col::<pgrx::Uuid>(&row, 4);
-        if crate::events::enabled() {
-            if let Some(payload) = col::<Jsonb>(&row, 3) {
-                crate::events::emit("run:started", &col::<String>(&row, 2).unwrap_or_default(), payload);
-            }
-        }
+        emit_row(&row);
     }
     let run_id = run_id?;
 

@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 use pgrx::PgTupleDesc;
 use pgrx::spi::SpiClient;
 
-use super::{archive_run_messages, archive_step_messages, archive_task_message, cascade, emit_events, start, task_state};
+use super::{archive_run_messages, archive_step_messages, archive_task_message, cascade, emit_events, emit_row, start, task_state};
 use crate::datum::{Jsonb, RawDatum, TaskRecord, TaskRow};
 use crate::statement::{Statement, caller_context, col, copy_to, first};
 
@@ -691,13 +691,7 @@ fn after_step_completed(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slu
     let follow_up = STEP_COMPLETED.run(client, &[run_id.into(), step_slug.into()]);
     let mut counts = StepCounts { remaining_steps: 1, ready: 0, taskless: 0 };
     for row in follow_up {
-        if crate::events::enabled() {
-            if let Some(payload) = col::<Jsonb>(&row, 3) {
-                let event: String = col(&row, 1).unwrap_or_default();
-                let topic: String = col(&row, 2).unwrap_or_default();
-                crate::events::emit(&event, &topic, payload);
-            }
-        }
+        emit_row(&row);
         counts = StepCounts {
             remaining_steps: col::<i32>(&row, 4).unwrap_or(1),
             ready: col::<i32>(&row, 5).unwrap_or(0),
