@@ -31,7 +31,11 @@ OPTIONS:
     --timeout SECS       give up on a round after this long (default 300)
     --quick              small sizes, for a smoke test
     --soak N             soak mode: complete N tasks with the dag workload in rounds of --runs runs
-                         (W = first --workers value, default 4); prints tasks/s per round
+                         (W = first --workers value, default 4); prints tasks/s and table sizes per
+                         round and verifies each round's runs as soon as it ends
+    --prune SECS         soak: prune like a scheduled job, every --prune-every seconds calling
+                         pgflow.prune_data_older_than(SECS seconds); SECS at least 60
+    --prune-every SECS   soak: seconds between two prunes (default 10)
     --slow-ms N          print every start_tasks / complete_task call (and queue read / archive)
                          that takes at least N ms, to stderr
     --json               also print one JSON object per result
@@ -61,6 +65,8 @@ pub struct Opts {
     pub slow_ms: u64,
     pub quick: bool,
     pub soak: Option<u64>,
+    pub prune: Option<f64>,
+    pub prune_every: f64,
     pub json: bool,
     pub cleanup: bool,
     pub help: bool,
@@ -99,6 +105,8 @@ struct Raw {
     slow_ms: Option<u64>,
     quick: bool,
     soak: Option<u64>,
+    prune: Option<f64>,
+    prune_every: Option<f64>,
     json: bool,
     cleanup: bool,
     help: bool,
@@ -164,6 +172,10 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--timeout" => raw.timeout = Some(num("--timeout", &value("--timeout")?)?),
             "--slow-ms" => raw.slow_ms = Some(num("--slow-ms", &value("--slow-ms")?)?),
             "--soak" => raw.soak = Some(num("--soak", &value("--soak")?)?),
+            "--prune" => raw.prune = Some(num("--prune", &value("--prune")?)?),
+            "--prune-every" => {
+                raw.prune_every = Some(num("--prune-every", &value("--prune-every")?)?)
+            }
             s if !s.starts_with('-') && inline.is_none() => raw.workload = Some(s.to_string()),
             s => return Err(format!("unknown option {s:?}")),
         }
@@ -206,6 +218,8 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Opts, String> {
         slow_ms: raw.slow_ms.unwrap_or(0),
         quick: q,
         soak: raw.soak,
+        prune: raw.prune,
+        prune_every: raw.prune_every.unwrap_or(10.0),
         json: raw.json,
         cleanup: raw.cleanup,
         help: raw.help,
@@ -215,6 +229,13 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Opts, String> {
     }
     if opts.elements.contains(&0) || opts.poll_ms.iter().any(|&p| p <= 0) {
         return Err("--elements and --poll-ms must be positive".into());
+    }
+    // Each round is verified when it ends; a shorter retention could prune its runs first.
+    if opts.prune.is_some_and(|p| p < 60.0) || opts.prune_every <= 0.0 {
+        return Err("--prune must be at least 60 and --prune-every positive".into());
+    }
+    if opts.prune.is_some() && opts.soak.is_none() {
+        return Err("--prune only applies to --soak".into());
     }
     if !(1..=1000).contains(&opts.latency_qty) {
         return Err("--latency-qty must be between 1 and 1000".into());
@@ -245,5 +266,12 @@ mod tests {
         assert!(p("nosuch").is_err());
         assert!(p("--workers 0").is_err());
         assert!(p("--bogus").is_err());
+        let o = p("--soak 1000 --prune 90").unwrap();
+        assert_eq!(
+            (o.soak, o.prune, o.prune_every),
+            (Some(1000), Some(90.0), 10.0)
+        );
+        assert!(p("--soak 1000 --prune 30").is_err());
+        assert!(p("--prune 90").is_err());
     }
 }

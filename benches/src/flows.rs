@@ -318,9 +318,13 @@ fn finished_secs(r: &Round, t0: Instant) -> f64 {
 /// Refreshes planner statistics after a bulk load, as autovacuum would in a running system (a
 /// fresh table's statistics say "empty", and plans made from them are poor).
 fn analyze(c: &mut postgres::Client, slug: &str) -> Result<(), String> {
-    c.batch_execute("ANALYZE pgflow.runs, pgflow.step_states, pgflow.step_tasks").map_err(pg)?;
+    c.batch_execute("ANALYZE pgflow.runs, pgflow.step_states, pgflow.step_tasks")
+        .map_err(pg)?;
     let table: String = c
-        .query_one("SELECT format('pgmq.%I', 'q_' || lower($1::text))", &[&slug])
+        .query_one(
+            "SELECT format('pgmq.%I', 'q_' || lower($1::text))",
+            &[&slug],
+        )
         .map_err(pg)?
         .get(0);
     c.batch_execute(&format!("ANALYZE {table}")).map_err(pg)
@@ -539,52 +543,138 @@ pub fn latency(ctx: &mut Ctx, workers: usize, poll_ms: i32) -> Result<(), String
     Ok(())
 }
 
-/// Soak: dag rounds of `runs` runs on one flow until `total_tasks` tasks are completed.
+/// Table sizes after a soak round, in MiB, and the runs of the flow still in the database.
+fn soak_sizes(c: &mut Client, slug: &str) -> Result<(Kv, i64), String> {
+    let row = c
+        .query_one(
+            "SELECT pg_database_size(current_database()), \
+                    pg_total_relation_size('pgflow.runs'), \
+                    pg_total_relation_size('pgflow.step_states'), \
+                    pg_total_relation_size('pgflow.step_tasks'), \
+                    pg_total_relation_size('pgflow._step_shards'), \
+                    pg_total_relation_size(format('pgmq.%I', 'q_' || lower($1::text))), \
+                    pg_total_relation_size(format('pgmq.%I', 'a_' || lower($1::text))), \
+                    (SELECT count(*) FROM pgflow.runs WHERE flow_slug = $1)",
+            &[&slug],
+        )
+        .map_err(pg)?;
+    let mut kv = Kv::new();
+    for (i, name) in [
+        "db",
+        "runs",
+        "step_states",
+        "step_tasks",
+        "shards",
+        "queue",
+        "archive",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let bytes: i64 = row.get(i);
+        kv.add(&format!("{name}_mib"), bytes as f64 / 1_048_576.0);
+    }
+    Ok((kv, row.get(7)))
+}
+
+/// Median of the first and of the last `k` values (fewer when there are fewer).
+fn end_medians(v: &[f64], k: usize) -> (f64, f64) {
+    let med = |s: &[f64]| {
+        let mut s = s.to_vec();
+        s.sort_by(f64::total_cmp);
+        quantile(&s, 0.5)
+    };
+    let k = k.min(v.len()).max(1);
+    (med(&v[..k]), med(&v[v.len() - k..]))
+}
+
+/// Prunes like a scheduled job until `stop`: every `every` seconds,
+/// `pgflow.prune_data_older_than(retention seconds)`. Returns (calls, total seconds in them).
+fn pruner(dsn: &str, retention: f64, every: f64, stop: &AtomicBool) -> Result<(u64, f64), String> {
+    let mut c = connect(dsn)?;
+    let stmt = c
+        .prepare("SELECT pgflow.prune_data_older_than(make_interval(secs => $1))")
+        .map_err(pg)?;
+    let (mut calls, mut spent) = (0u64, 0.0);
+    let mut next = Instant::now() + Duration::from_secs_f64(every);
+    while !stop.load(SeqCst) {
+        if Instant::now() < next {
+            thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let t = Instant::now();
+        c.execute(&stmt, &[&retention]).map_err(pg)?;
+        spent += t.elapsed().as_secs_f64();
+        calls += 1;
+        next = Instant::now() + Duration::from_secs_f64(every);
+    }
+    Ok((calls, spent))
+}
+
+/// Soak: dag rounds of `runs` runs on one flow until `total_tasks` tasks are completed. Each
+/// round is verified as soon as it ends (pruning may remove it later).
 pub fn soak(ctx: &mut Ctx, total_tasks: u64, runs: usize, workers: usize) -> Result<(), String> {
     let slug = ctx.name(&format!("soak_w{workers}"));
     let mut c = ctx.connect()?;
     create_dag_flow(&mut c, &slug)?;
-    let mut done_tasks = 0u64;
+    ctx.inline_flows.push(slug.clone());
+    let stop = AtomicBool::new(false);
+    let dsn = ctx.opts.dsn.clone();
+    let (prune, every) = (ctx.opts.prune, ctx.opts.prune_every);
     let mut rounds: Vec<f64> = Vec::new();
-    let mut result = Ok(());
-    while done_tasks < total_tasks {
-        let i = rounds.len();
-        let start_time = match start_runs(&mut c, &slug, runs, i * runs) {
-            Ok(t) => t.as_secs_f64(),
-            Err(e) => {
-                result = Err(e);
-                break;
+    let mut failed_rounds = 0usize;
+    let mut done_tasks = 0u64;
+    let mut runs_left = 0i64;
+    let (result, pruned) = thread::scope(|s| {
+        let (dsn, stop_flag) = (&dsn, &stop);
+        let pruner = prune.map(|p| s.spawn(move || pruner(dsn, p, every, stop_flag)));
+        let result = (|| -> Result<(), String> {
+            while done_tasks < total_tasks {
+                let i = rounds.len();
+                let start_time = start_runs(&mut c, &slug, runs, i * runs)?.as_secs_f64();
+                let mut r = Round::new(ctx, &slug, 10, 100, "d", runs as u64);
+                // Pruning only lowers this count, so the workers' check never ends a round early.
+                r.base_completed = c
+                    .query_one(
+                        "SELECT count(*) FROM pgflow.runs WHERE flow_slug = $1 AND status = 'completed'",
+                        &[&slug],
+                    )
+                    .map_err(pg)?
+                    .get(0);
+                let (t0, (), calls) = run_workers(&ctx.opts.dsn, &r, workers, |_| Ok(()))?;
+                let tps = (4 * runs) as f64 / finished_secs(&r, t0);
+                done_tasks += 4 * runs as u64;
+                rounds.push(tps);
+                let range = ((i * runs) as i64, ((i + 1) * runs - 1) as i64);
+                if !crate::verify_runs(&mut c, "soak", &slug, runs as i64, 4, Some(range))? {
+                    failed_rounds += 1;
+                }
+                let (sizes, left) = soak_sizes(&mut c, &slug)?;
+                runs_left = left;
+                let mut kv = Kv::new();
+                kv.add("round", i + 1)
+                    .add("tasks_total", done_tasks)
+                    .add("tasks_per_s", tps)
+                    .add("start_flow_per_s", runs as f64 / start_time)
+                    .add(
+                        "complete_task_ms_avg",
+                        calls.complete_time.as_secs_f64() * 1000.0 / calls.completes.max(1) as f64,
+                    )
+                    .add("runs_in_db", left);
+                println!("SOAK {} {}", kv.line(), sizes.line());
             }
-        };
-        let mut r = Round::new(ctx, &slug, 10, 100, "d", runs as u64);
-        r.base_completed = (i * runs) as i64;
-        let (t0, (), calls) = match run_workers(&ctx.opts.dsn, &r, workers, |_| Ok(())) {
-            Ok(x) => x,
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        };
-        let wall = finished_secs(&r, t0);
-        let tps = (4 * runs) as f64 / wall;
-        done_tasks += 4 * runs as u64;
-        rounds.push(tps);
-        println!(
-            "SOAK round={} tasks_total={done_tasks} tasks_per_s={} start_flow_per_s={} complete_task_ms_avg={}",
-            i + 1,
-            fmt_num(tps),
-            fmt_num(runs as f64 / start_time),
-            fmt_num(calls.complete_time.as_secs_f64() * 1000.0 / calls.completes.max(1) as f64)
-        );
-    }
-    ctx.checks.push(Check::Flow {
-        workload: "soak".into(),
-        slug: slug.clone(),
-        runs: (rounds.len() * runs) as i64,
-        tasks_per_run: 4,
+            Ok(())
+        })();
+        stop.store(true, SeqCst);
+        let pruned = pruner.map(|h| h.join().unwrap_or_else(|_| Err("pruner panicked".into())));
+        (result, pruned)
     });
+    ctx.inline_checks += rounds.len();
+    ctx.inline_failed += failed_rounds;
     result?;
+    let (prune_calls, prune_secs) = pruned.transpose()?.unwrap_or((0, 0.0));
     let (first, last) = (rounds[0], *rounds.last().unwrap_or(&rounds[0]));
+    let (med_first, med_last) = end_medians(&rounds, 5);
     let mut kv = Kv::new();
     kv.add("workers", workers)
         .add("runs_per_round", runs)
@@ -592,18 +682,42 @@ pub fn soak(ctx: &mut Ctx, total_tasks: u64, runs: usize, workers: usize) -> Res
         .add("tasks", done_tasks)
         .add("first_tasks_per_s", first)
         .add("last_tasks_per_s", last)
-        .add("last_over_first", last / first);
+        .add("last_over_first", last / first)
+        .add("median_first5", med_first)
+        .add("median_last5", med_last)
+        .add("median_last5_over_first5", med_last / med_first)
+        .add("runs_in_db", runs_left)
+        .add("prune_calls", prune_calls)
+        .add("prune_s", prune_secs);
     ctx.emit("soak", &kv);
     ctx.outcomes.push(Outcome {
         workload: "soak".into(),
-        params: format!("tasks={done_tasks} rounds={} W={workers}", rounds.len()),
+        params: format!(
+            "tasks={done_tasks} rounds={} W={workers}{}",
+            rounds.len(),
+            prune.map_or(String::new(), |p| format!(" prune={p}s"))
+        ),
         figure: format!(
-            "first {} / last {} tasks/s (ratio {})",
+            "first {} / last {} tasks/s (ratio {}; medians of 5: {} / {}, ratio {})",
             fmt_num(first),
             fmt_num(last),
-            fmt_num(last / first)
+            fmt_num(last / first),
+            fmt_num(med_first),
+            fmt_num(med_last),
+            fmt_num(med_last / med_first)
         ),
         throughput: None,
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::end_medians;
+
+    #[test]
+    fn medians_of_both_ends() {
+        assert_eq!(end_medians(&[1.0, 5.0, 3.0, 9.0, 7.0, 2.0], 3), (3.0, 7.0));
+        assert_eq!(end_medians(&[4.0], 5), (4.0, 4.0));
+    }
 }

@@ -40,6 +40,11 @@ pub struct Ctx {
     pub outcomes: Vec<Outcome>,
     pub checks: Vec<Check>,
     pub errors: Vec<String>,
+    /// Checks done during a workload (soak rounds), and how many of them failed.
+    pub inline_checks: usize,
+    pub inline_failed: usize,
+    /// Flows verified inline, deleted by --cleanup like those of `checks`.
+    pub inline_flows: Vec<String>,
     /// Whether the limit table has been (re)created in this process.
     pub limit_ready: bool,
 }
@@ -57,6 +62,9 @@ impl Ctx {
             outcomes: Vec::new(),
             checks: Vec::new(),
             errors: Vec::new(),
+            inline_checks: 0,
+            inline_failed: 0,
+            inline_flows: Vec::new(),
             limit_ready: false,
         }
     }
@@ -174,47 +182,13 @@ fn verify(ctx: &Ctx) -> Result<usize, String> {
     let mut failed = 0;
     println!();
     for check in &ctx.checks {
-        match check {
+        let ok = match check {
             Check::Flow {
                 workload,
                 slug,
                 runs,
                 tasks_per_run,
-            } => {
-                let row = c
-                    .query_one(
-                        "SELECT count(*), \
-                                count(*) FILTER (WHERE r.status = 'completed'), \
-                                count(*) FILTER (WHERE coalesce(t.n, 0) <> $2), \
-                                coalesce(sum(t.bad), 0)::bigint, \
-                                coalesce(sum(t.n), 0)::bigint \
-                         FROM pgflow.runs r \
-                         LEFT JOIN LATERAL ( \
-                             SELECT count(*) AS n, \
-                                    count(*) FILTER (WHERE st.attempts_count <> 1 \
-                                                        OR st.status <> 'completed') AS bad \
-                             FROM pgflow.step_tasks st WHERE st.run_id = r.run_id) t ON true \
-                         WHERE r.flow_slug = $1",
-                        &[slug, tasks_per_run],
-                    )
-                    .map_err(pg)?;
-                let (n, completed, wrong, bad, tasks): (i64, i64, i64, i64, i64) =
-                    (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-                let left: i64 = c
-                    .query_one("SELECT queue_length FROM pgmq.metrics($1)", &[slug])
-                    .map(|r| r.get(0))
-                    .map_err(pg)?;
-                let ok = n == *runs && completed == n && wrong == 0 && bad == 0 && left == 0;
-                if !ok {
-                    failed += 1;
-                }
-                println!(
-                    "VERIFY workload={workload} flow={slug} runs={n}/{runs} completed={completed} \
-                     tasks={tasks} runs_with_wrong_task_count={wrong} tasks_not_completed_once={bad} \
-                     messages_left={left} -> {}",
-                    if ok { "OK" } else { "FAILED" }
-                );
-            }
+            } => verify_runs(&mut c, workload, slug, *runs, *tasks_per_run, None)?,
             Check::Queue { queue, messages } => {
                 let left: i64 = c
                     .query_one("SELECT queue_length FROM pgmq.metrics($1)", &[queue])
@@ -225,35 +199,85 @@ fn verify(ctx: &Ctx) -> Result<usize, String> {
                     .map(|r| r.get(0))
                     .map_err(pg)?;
                 let ok = left == 0 && archived == *messages;
-                if !ok {
-                    failed += 1;
-                }
                 println!(
                     "VERIFY workload=queue queue={queue} archived={archived}/{messages} left={left} -> {}",
                     if ok { "OK" } else { "FAILED" }
                 );
+                ok
             }
+        };
+        if !ok {
+            failed += 1;
         }
     }
     Ok(failed)
 }
 
+/// Checks the runs of flow `slug` (only those whose input `n` lies in `range`, when given):
+/// `runs` of them, all completed, each with `tasks_per_run` tasks, each task completed and
+/// started exactly once, and the flow's queue empty. Prints a VERIFY line; true when all hold.
+pub fn verify_runs(
+    c: &mut Client,
+    workload: &str,
+    slug: &str,
+    runs: i64,
+    tasks_per_run: i64,
+    range: Option<(i64, i64)>,
+) -> Result<bool, String> {
+    let (lo, hi) = range.unzip();
+    let row = c
+        .query_one(
+            "SELECT count(*), \
+                    count(*) FILTER (WHERE r.status = 'completed'), \
+                    count(*) FILTER (WHERE coalesce(t.n, 0) <> $2), \
+                    coalesce(sum(t.bad), 0)::bigint, \
+                    coalesce(sum(t.n), 0)::bigint \
+             FROM pgflow.runs r \
+             LEFT JOIN LATERAL ( \
+                 SELECT count(*) AS n, \
+                        count(*) FILTER (WHERE st.attempts_count <> 1 \
+                                            OR st.status <> 'completed') AS bad \
+                 FROM pgflow.step_tasks st WHERE st.run_id = r.run_id) t ON true \
+             WHERE r.flow_slug = $1 \
+               AND ($3::bigint IS NULL OR (r.input->>'n')::bigint BETWEEN $3 AND $4)",
+            &[&slug, &tasks_per_run, &lo, &hi],
+        )
+        .map_err(pg)?;
+    let (n, completed, wrong, bad, tasks): (i64, i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let left: i64 = c
+        .query_one("SELECT queue_length FROM pgmq.metrics($1)", &[&slug])
+        .map(|r| r.get(0))
+        .map_err(pg)?;
+    let ok = n == runs && completed == n && wrong == 0 && bad == 0 && left == 0;
+    let which = range.map_or(String::new(), |(lo, hi)| format!(" inputs={lo}..={hi}"));
+    println!(
+        "VERIFY workload={workload} flow={slug}{which} runs={n}/{runs} completed={completed} \
+         tasks={tasks} runs_with_wrong_task_count={wrong} tasks_not_completed_once={bad} \
+         messages_left={left} -> {}",
+        if ok { "OK" } else { "FAILED" }
+    );
+    Ok(ok)
+}
+
 /// Deletes what the benchmark created (only with --cleanup).
 fn cleanup(ctx: &Ctx) -> Result<(), String> {
     let mut c = ctx.connect()?;
+    let flows = ctx.checks.iter().filter_map(|check| match check {
+        Check::Flow { slug, .. } => Some(slug),
+        Check::Queue { .. } => None,
+    });
+    for slug in flows.chain(&ctx.inline_flows) {
+        c.execute("SELECT pgflow.delete_flow_and_data($1)", &[slug])
+            .map_err(pg)?;
+        // Worker rows are not part of a flow's data.
+        c.execute("DELETE FROM pgflow.workers WHERE queue_name = $1", &[slug])
+            .map_err(pg)?;
+    }
     for check in &ctx.checks {
-        match check {
-            Check::Flow { slug, .. } => {
-                c.execute("SELECT pgflow.delete_flow_and_data($1)", &[slug])
-                    .map_err(pg)?;
-                // Worker rows are not part of a flow's data.
-                c.execute("DELETE FROM pgflow.workers WHERE queue_name = $1", &[slug])
-                    .map_err(pg)?;
-            }
-            Check::Queue { queue, .. } => {
-                c.execute("SELECT pgmq.drop_queue($1)", &[queue])
-                    .map_err(pg)?;
-            }
+        if let Check::Queue { queue, .. } = check {
+            c.execute("SELECT pgmq.drop_queue($1)", &[queue])
+                .map_err(pg)?;
         }
     }
     if ctx.limit_ready {
@@ -314,7 +338,7 @@ fn main() -> ExitCode {
     }
 
     let failed_checks = match verify(&ctx) {
-        Ok(n) => n,
+        Ok(n) => n + ctx.inline_failed,
         Err(e) => {
             ctx.errors.push(format!("verification: {e}"));
             1
@@ -330,12 +354,15 @@ fn main() -> ExitCode {
         println!("ERROR {e}");
     }
     if failed_checks == 0 && ctx.errors.is_empty() {
-        println!("verification: OK ({} checks)", ctx.checks.len());
+        println!(
+            "verification: OK ({} checks)",
+            ctx.checks.len() + ctx.inline_checks
+        );
         ExitCode::SUCCESS
     } else {
         println!(
             "verification: FAILED ({failed_checks} of {} checks failed, {} rounds with errors)",
-            ctx.checks.len(),
+            ctx.checks.len() + ctx.inline_checks,
             ctx.errors.len()
         );
         ExitCode::FAILURE

@@ -94,18 +94,20 @@ impl Kv {
         self.0.push((k.to_string(), v.into()));
         self
     }
+    /// `key=value key=value ...`
+    pub fn line(&self) -> String {
+        let pairs: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.text()))
+            .collect();
+        pairs.join(" ")
+    }
 }
 
 /// Prints the RESULT line (and the JSON object when asked).
 pub fn emit(workload: &str, kv: &Kv, json: bool) {
-    let mut line = format!("RESULT workload={workload}");
-    for (k, v) in &kv.0 {
-        line.push(' ');
-        line.push_str(k);
-        line.push('=');
-        line.push_str(&v.text());
-    }
-    println!("{line}");
+    println!("RESULT workload={workload} {}", kv.line());
     if json {
         let mut m = Map::new();
         m.insert("workload".into(), Value::from(workload));
