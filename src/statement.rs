@@ -12,6 +12,19 @@ use pgrx::pg_sys::{self, PgOid};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiTupleTable};
 
+/// A status for statements that find their rows by key: `(SELECT 'started'::text)` is an
+/// InitPlan parameter, not a constant, so the planner can neither pick a partial index on the
+/// status nor trust its statistics about it. Statistics taken while nothing ran say no run is
+/// started and the `queued` / `started` partial indexes are empty; a plan led by one of them
+/// (or by idx_runs_status) then visits every running run or task on each call
+/// (tests/sql/pgflow/16_plan_stability.sql).
+#[macro_export]
+macro_rules! status {
+    ($s:literal) => {
+        concat!("(SELECT '", $s, "'::text)")
+    };
+}
+
 pub struct Statement {
     sql: &'static str,
     arg_types: &'static [pg_sys::Oid],

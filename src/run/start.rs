@@ -106,8 +106,8 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
         "WITH ready AS (
              SELECT ss.run_id, ss.step_slug
              FROM pgflow.step_states ss
-             JOIN pgflow.runs r ON r.run_id = ss.run_id AND r.status = 'started'
-             WHERE ss.run_id = $1 AND ss.status = 'created' AND ss.remaining_deps = 0 AND ss.initial_tasks > 0
+             JOIN pgflow.runs r ON r.run_id = ss.run_id AND r.status = {started}
+             WHERE ss.run_id = $1 AND ss.status = {created} AND ss.remaining_deps = 0 AND ss.initial_tasks > 0
              ORDER BY ss.step_slug
              FOR UPDATE OF ss
          ), started AS (
@@ -151,7 +151,9 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
                                    'status', 'started', 'started_at', p.started_at,
                                    'remaining_tasks', p.remaining_tasks, 'remaining_deps', p.remaining_deps),
                 p.step_slug, p.initial_tasks, p.delay, p.bulk, p.shards
-         FROM plan p ORDER BY p.step_slug"
+         FROM plan p ORDER BY p.step_slug",
+        started = crate::status!("started"),
+        created = crate::status!("created"),
     )
 }
 

@@ -8,20 +8,23 @@ use pgrx::spi::SpiClient;
 use super::{archive_run_messages, archive_step_messages, archive_task_message, cascade, emit_events, emit_row, start, task_state};
 use crate::datum::{Jsonb, RawDatum, TaskRecord, TaskRow};
 use crate::statement::{Statement, caller_context, col, copy_to, first};
+use crate::status;
 
-// Claims queued tasks of running steps, with what their input is built from.
+// Claims queued tasks of running steps, with what their input is built from. The candidates
+// are found by message id alone, and the statuses are tested with `status!` (see there).
 static CLAIM_TASKS: Statement = Statement::new(
+    concat!(
     "WITH candidates AS MATERIALIZED (
          SELECT c.run_id, c.step_slug, c.task_index FROM pgflow.step_tasks c
-         WHERE c.message_id = ANY($2) AND c.status = 'queued' AND c.flow_slug = $1
+         WHERE c.message_id = ANY($2) AND c.flow_slug = $1
      )
      UPDATE pgflow.step_tasks t
      SET attempts_count = t.attempts_count + 1, status = 'started', started_at = now(), last_worker_id = $3
      FROM candidates c, pgflow.runs r, pgflow.step_states ss, pgflow.steps s
      WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
-       AND t.flow_slug = $1 AND t.status = 'queued'
-       AND r.run_id = t.run_id AND r.status = 'started'
-       AND ss.run_id = t.run_id AND ss.step_slug = t.step_slug AND ss.status = 'started'
+       AND t.flow_slug = $1 AND t.status = ", status!("queued"), "
+       AND r.run_id = t.run_id AND r.status = ", status!("started"), "
+       AND ss.run_id = t.run_id AND ss.step_slug = t.step_slug AND ss.status = ", status!("started"), "
        AND s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
      RETURNING t.run_id, t.step_slug, t.task_index, t.message_id, s.step_type, s.deps_count,
                CASE WHEN s.step_type = 'single' THEN
@@ -30,7 +33,8 @@ static CLAIM_TASKS: Statement = Statement::new(
                               JOIN pgflow.step_states ds ON ds.run_id = t.run_id AND ds.step_slug = d.dep_slug
                               WHERE d.flow_slug = t.flow_slug AND d.step_slug = t.step_slug
                                 AND ds.status = 'completed'), '{}'::jsonb) END,
-               CASE WHEN s.step_type = 'single' AND s.deps_count = 0 THEN r.input END",
+               CASE WHEN s.step_type = 'single' AND s.deps_count = 0 THEN r.input END"
+    ),
     &[TEXTOID, INT8ARRAYOID, UUIDOID],
 );
 
@@ -181,9 +185,10 @@ static TASK_CONTEXT: Statement = Statement::new(
 // A single step's only task completes it: the task, the step, its dependents and the run in
 // one statement (contract 2.3, complete_task 5a-5d), returning what the follow-up needs.
 static COMPLETE_SINGLE: Statement = Statement::new(
+    concat!(
     "WITH task AS (
          UPDATE pgflow.step_tasks t SET status = 'completed', completed_at = now(), output = $4
-         WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = 'started'
+         WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = ", status!("started"), "
          RETURNING t, t.message_id
      ), step AS (
          UPDATE pgflow.step_states ss
@@ -199,7 +204,7 @@ static COMPLETE_SINGLE: Statement = Statement::new(
                                   ELSE child.initial_tasks END
          FROM step, pgflow.deps d, pgflow.steps cs
          WHERE d.flow_slug = step.flow_slug AND d.dep_slug = step.step_slug
-           AND child.run_id = step.run_id AND child.step_slug = d.step_slug
+           AND child.run_id = $1 AND child.step_slug = d.step_slug
            AND cs.flow_slug = child.flow_slug AND cs.step_slug = child.step_slug
          RETURNING child.status, child.remaining_deps, child.initial_tasks
      ), run AS (
@@ -214,7 +219,8 @@ static COMPLETE_SINGLE: Statement = Statement::new(
             (SELECT remaining_steps FROM run),
             (SELECT count(*)::int FROM children WHERE status = 'created' AND remaining_deps = 0 AND initial_tasks > 0),
             (SELECT count(*)::int FROM children WHERE status = 'created' AND remaining_deps = 0 AND initial_tasks = 0)
-     FROM task",
+     FROM task"
+    ),
     &[UUIDOID, TEXTOID, INT4OID, JSONBOID],
 );
 
@@ -261,9 +267,11 @@ static TYPE_VIOLATION_TASK_AND_STEP: Statement = Statement::new(
 );
 
 static COMPLETE_TASK_ROW: Statement = Statement::new(
-    "UPDATE pgflow.step_tasks t SET status = 'completed', completed_at = now(), output = $4
-     WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = 'started'
-     RETURNING t, t.message_id",
+    concat!(
+        "UPDATE pgflow.step_tasks t SET status = 'completed', completed_at = now(), output = $4
+         WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = ", status!("started"), "
+         RETURNING t, t.message_id"
+    ),
     &[UUIDOID, TEXTOID, INT4OID, JSONBOID],
 );
 
@@ -336,7 +344,7 @@ static STEP_COMPLETED: Statement = Statement::new(
                                   ELSE child.initial_tasks END
          FROM step, pgflow.deps d, pgflow.steps cs
          WHERE d.flow_slug = step.flow_slug AND d.dep_slug = step.step_slug
-           AND child.run_id = step.run_id AND child.step_slug = d.step_slug
+           AND child.run_id = $1 AND child.step_slug = d.step_slug
            AND cs.flow_slug = child.flow_slug AND cs.step_slug = child.step_slug
          RETURNING child.status, child.remaining_deps, child.initial_tasks
      ), run AS (
@@ -354,13 +362,16 @@ static STEP_COMPLETED: Statement = Statement::new(
 );
 
 static FAIL_TASK_OF_FAILED_RUN: Statement = Statement::new(
-    "UPDATE pgflow.step_tasks SET status = 'failed', failed_at = now(), error_message = $4
-     WHERE run_id = $1 AND step_slug = $2 AND task_index = $3 AND status = 'started'",
+    concat!(
+        "UPDATE pgflow.step_tasks SET status = 'failed', failed_at = now(), error_message = $4
+         WHERE run_id = $1 AND step_slug = $2 AND task_index = $3 AND status = ", status!("started")
+    ),
     &[UUIDOID, TEXTOID, INT4OID, TEXTOID],
 );
 
 // A failed attempt: back to the queue while attempts remain, else failed for good.
 static FAIL_TASK_ROW: Statement = Statement::new(
+    concat!(
     "UPDATE pgflow.step_tasks t
      SET status = CASE WHEN t.attempts_count < cfg.max_attempts THEN 'queued' ELSE 'failed' END,
          started_at = CASE WHEN t.attempts_count < cfg.max_attempts THEN NULL ELSE t.started_at END,
@@ -369,8 +380,9 @@ static FAIL_TASK_ROW: Statement = Statement::new(
      FROM (SELECT coalesce(s.opt_max_attempts, f.opt_max_attempts) AS max_attempts
            FROM pgflow.steps s JOIN pgflow.flows f ON f.flow_slug = s.flow_slug
            WHERE s.flow_slug = $5 AND s.step_slug = $2) cfg
-     WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = 'started'
-     RETURNING t.status",
+     WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = ", status!("started"), "
+     RETURNING t.status"
+    ),
     &[UUIDOID, TEXTOID, INT4OID, TEXTOID, TEXTOID],
 );
 
