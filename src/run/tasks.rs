@@ -10,22 +10,29 @@ use crate::datum::{Jsonb, RawDatum, TaskRecord, TaskRow};
 use crate::statement::{Statement, caller_context, col, copy_to, first};
 use crate::status;
 
-// Claims queued tasks of running steps, with what their input is built from. The candidates
-// are found by message id alone, and the statuses are tested with `status!` (see there).
+// Claims queued tasks of running steps, with what their input is built from. The plan must
+// start from the message ids and reach each task by its full primary key, whatever the
+// statistics say: the candidates are found by message id alone (message ids are per queue, so
+// the flow is checked after); the task rows are joined to the candidates only, on their key (a
+// `t.flow_slug` test or a join to step_states would let the planner reach them by a key prefix
+// and read every task of a map step per lookup); the run and the step are checked by subqueries
+// on their keys; and the task's status is tested with `status!` (see there).
 static CLAIM_TASKS: Statement = Statement::new(
     concat!(
     "WITH candidates AS MATERIALIZED (
-         SELECT c.run_id, c.step_slug, c.task_index FROM pgflow.step_tasks c
-         WHERE c.message_id = ANY($2) AND c.flow_slug = $1
+         SELECT c.flow_slug, c.run_id, c.step_slug, c.task_index FROM pgflow.step_tasks c
+         WHERE c.message_id = ANY($2)
      )
      UPDATE pgflow.step_tasks t
      SET attempts_count = t.attempts_count + 1, status = 'started', started_at = now(), last_worker_id = $3
-     FROM candidates c, pgflow.runs r, pgflow.step_states ss, pgflow.steps s
-     WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
-       AND t.flow_slug = $1 AND t.status = ", status!("queued"), "
-       AND r.run_id = t.run_id AND r.status = ", status!("started"), "
-       AND ss.run_id = t.run_id AND ss.step_slug = t.step_slug AND ss.status = ", status!("started"), "
-       AND s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+     FROM candidates c, pgflow.steps s
+     WHERE c.flow_slug = $1
+       AND t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+       AND t.status = ", status!("queued"), "
+       AND s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug
+       AND (SELECT r.status FROM pgflow.runs r WHERE r.run_id = c.run_id) = 'started'
+       AND (SELECT ss.status FROM pgflow.step_states ss
+            WHERE ss.run_id = c.run_id AND ss.step_slug = c.step_slug) = 'started'
      RETURNING t.run_id, t.step_slug, t.task_index, t.message_id, s.step_type, s.deps_count,
                CASE WHEN s.step_type = 'single' THEN
                     coalesce((SELECT jsonb_object_agg(d.dep_slug, ds.output)
@@ -33,7 +40,8 @@ static CLAIM_TASKS: Statement = Statement::new(
                               JOIN pgflow.step_states ds ON ds.run_id = t.run_id AND ds.step_slug = d.dep_slug
                               WHERE d.flow_slug = t.flow_slug AND d.step_slug = t.step_slug
                                 AND ds.status = 'completed'), '{}'::jsonb) END,
-               CASE WHEN s.step_type = 'single' AND s.deps_count = 0 THEN r.input END"
+               CASE WHEN s.step_type = 'single' AND s.deps_count = 0 THEN
+                    (SELECT r.input FROM pgflow.runs r WHERE r.run_id = t.run_id) END"
     ),
     &[TEXTOID, INT8ARRAYOID, UUIDOID],
 );
