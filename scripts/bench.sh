@@ -8,6 +8,9 @@
 #   bash scripts/bench.sh --quick          # smoke test
 #   bash scripts/bench.sh dag --workers 4  # one workload
 # Takes about 3-5 minutes on a 2-core machine with the default sizes.
+#
+# PGFLOW_BENCH_SETTINGS="name=value ..." sets server settings for the run (ALTER SYSTEM and a
+# reload; scripts/soak.sh uses it). Without it those settings go back to PostgreSQL's defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +24,11 @@ bash scripts/install-extension.sh --release >/tmp/pgflow_core-bench-install.log 
 bash scripts/cluster.sh pgflow_bench "$port"
 
 export PGHOST=localhost PGPORT=$port PGUSER=postgres
+settings=(-c "ALTER SYSTEM RESET autovacuum_naptime")
+for kv in ${PGFLOW_BENCH_SETTINGS:-}; do
+  settings+=(-c "ALTER SYSTEM SET ${kv%%=*} = '${kv#*=}'")
+done
+psql -q -X -v ON_ERROR_STOP=1 -d postgres "${settings[@]}" -c "SELECT pg_reload_conf()" >/dev/null
 psql -q -X -v ON_ERROR_STOP=1 -d postgres \
   -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 psql -q -X -v ON_ERROR_STOP=1 -d "$db" -c "CREATE EXTENSION pgflow_core"
