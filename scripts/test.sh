@@ -41,6 +41,10 @@ set +e
 fresh_db() { # fresh_db NAME EXTENSIONS...
   local db=$1; shift
   psql -q -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null || return 1
+  fresh_db_extensions "$db" "$@"
+}
+fresh_db_extensions() { # fresh_db_extensions NAME EXTENSIONS...
+  local db=$1; shift
   for ext in "$@"; do psql -q -d "$db" -c "CREATE EXTENSION $ext" >/dev/null || return 1; done
 }
 
@@ -66,6 +70,12 @@ for suite in "${suites[@]}"; do
       log=$(mktemp)
       pg_prove -v -d pgflow_sql_test tests/sql/pgmq/*.sql tests/sql/pgflow/*.sql 2>&1 | tee "$log"
       status=${PIPESTATUS[0]}
+      # The queue-name rules again where lower() changes only ASCII letters.
+      psql -q -d postgres -c "DROP DATABASE IF EXISTS pgflow_sql_c_test WITH (FORCE)" \
+        -c "CREATE DATABASE pgflow_sql_c_test TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'" >/dev/null \
+        && fresh_db_extensions pgflow_sql_c_test pgflow_core pgtap \
+        && pg_prove -v -d pgflow_sql_c_test tests/sql/pgmq/11_case_rules.sql 2>&1 | tee -a "$log"
+      [ "${PIPESTATUS[0]}" -ne 0 ] && status=1
       p=$(grep -cE '^ok [0-9]' "$log"); f=$(grep -cE '^not ok [0-9]' "$log")
       [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
       record sql "$p" "$f"

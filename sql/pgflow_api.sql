@@ -459,6 +459,19 @@ RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = '' SET session_repl
                     AND ss.status = 'started' AND ss.initial_tasks = cardinality(p_message_ids));
 $$;
 
+-- No SECURITY DEFINER function runs for whoever can reach the schema: EXECUTE is granted by
+-- name (README, "Privileges"). start_flow uses _insert_map_tasks only when its caller may.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'pgflow'::regnamespace AND p.prosecdef LOOP
+        EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END;
+$$;
+
 -- The contract runs these with an empty search_path (their statements are fully qualified).
 ALTER FUNCTION pgflow.create_flow(text, integer, integer, integer) SET search_path = '';
 ALTER FUNCTION pgflow.add_step(text, text, text[], integer, integer, integer, integer, text, jsonb, jsonb, text, text) SET search_path = '';

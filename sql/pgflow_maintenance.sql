@@ -2,7 +2,9 @@
 -- worker (src/worker) and callable from SQL or pg_cron.
 
 -- requeue_stalled_tasks() with a configurable grace period (the contract's function uses 30 s).
-CREATE FUNCTION pgflow._requeue_stalled_tasks(grace interval)
+-- With leave_step_timeouts (the background worker), tasks of steps with their own timeout are
+-- left to _fail_timed_out_tasks, so no task is touched before its step's timeout has passed.
+CREATE FUNCTION pgflow._requeue_stalled_tasks(grace interval, leave_step_timeouts boolean DEFAULT false)
 RETURNS integer LANGUAGE plpgsql SET search_path = '' AS $$
 DECLARE
     requeued integer;
@@ -15,9 +17,11 @@ BEGIN
         SELECT t.run_id, t.step_slug, t.task_index, t.requeued_count
         FROM pgflow.step_tasks t
         JOIN pgflow.flows f ON f.flow_slug = t.flow_slug
+        JOIN pgflow.steps st ON st.flow_slug = t.flow_slug AND st.step_slug = t.step_slug
         WHERE t.status = 'started'
           AND t.permanently_stalled_at IS NULL
           AND t.started_at < now() - make_interval(secs => f.opt_timeout) - grace
+          AND NOT (leave_step_timeouts AND st.opt_timeout IS NOT NULL)
         FOR UPDATE OF t SKIP LOCKED
     ), requeue AS (
         UPDATE pgflow.step_tasks t
@@ -76,9 +80,10 @@ BEGIN
         ORDER BY t.started_at
         LIMIT max_tasks
     LOOP
-        -- Same lock order as complete_task (run first); then check the attempt is still that one.
-        PERFORM 1 FROM pgflow.runs r WHERE r.run_id = task.run_id FOR UPDATE;
-        IF EXISTS (SELECT 1 FROM pgflow.step_tasks t
+        -- The transitions' lock order (run first), never waiting: a run locked by a long
+        -- transaction is left for a later round. Then check the attempt is still that one.
+        PERFORM 1 FROM pgflow.runs r WHERE r.run_id = task.run_id FOR UPDATE SKIP LOCKED;
+        IF FOUND AND EXISTS (SELECT 1 FROM pgflow.step_tasks t
                    WHERE t.run_id = task.run_id AND t.step_slug = task.step_slug
                      AND t.task_index = task.task_index AND t.status = 'started'
                      AND t.started_at = task.started_at) THEN
@@ -140,6 +145,11 @@ DECLARE
     archived integer;
     q record;
 BEGIN
+    IF retention_interval < interval '0' THEN
+        RAISE EXCEPTION 'retention interval must not be negative, got %', retention_interval
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A negative interval would prune every finished run, even those that finished moments ago.';
+    END IF;
     removed := pgflow._prune_runs(cutoff, batch_size);
     IF removed > 0 THEN
         RETURN removed;
@@ -178,7 +188,7 @@ DECLARE
     requeued integer;
     timed_out integer;
 BEGIN
-    requeued := pgflow._requeue_stalled_tasks(grace);
+    requeued := pgflow._requeue_stalled_tasks(grace, leave_step_timeouts => true);
     timed_out := pgflow._fail_timed_out_tasks(grace);
     RETURN jsonb_build_object('requeued', requeued, 'timed_out', timed_out);
 END;

@@ -238,3 +238,14 @@ CREATE INDEX idx_step_tasks_queued_msg ON pgflow.step_tasks (message_id) WHERE s
 CREATE INDEX idx_step_tasks_last_worker ON pgflow.step_tasks (last_worker_id) WHERE status = 'started';
 CREATE INDEX idx_workers_queue_name ON pgflow.workers (queue_name);
 CREATE INDEX idx_workers_heartbeat ON pgflow.workers (last_heartbeat_at);
+
+-- Every table holds user data: pg_dump dumps their rows (the extension recreates the tables).
+SELECT pg_catalog.pg_extension_config_dump('pgflow.flows', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.steps', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.deps', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.runs', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.step_states', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.workers', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.step_tasks', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow.worker_functions', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow._step_shards', '');

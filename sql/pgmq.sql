@@ -120,6 +120,20 @@ BEGIN
 END;
 $$;
 
+-- Beyond pgmq: a name whose table names would be truncated (more than 47 bytes, as multi-byte
+-- names can be) would share another queue's tables. create* refuse it instead of merging.
+CREATE FUNCTION pgmq._check_queue_name_bytes(queue_name text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF GREATEST(pg_catalog.octet_length(queue_name),
+                    pg_catalog.octet_length(pg_catalog.lower(queue_name))) OPERATOR(pg_catalog.>) 47 THEN
+        RAISE EXCEPTION 'queue name is too long, maximum length is 47 bytes'
+            USING ERRCODE = 'name_too_long',
+                  HINT = 'Longer names would be truncated into the table names of another queue.';
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION pgmq.acquire_queue_lock(queue_name text)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -160,6 +174,7 @@ DECLARE
     atable text := pgmq.format_table_name(queue_name, 'a');
 BEGIN
     PERFORM pgmq.validate_queue_name(queue_name);
+    PERFORM pgmq._check_queue_name_bytes(queue_name);
     PERFORM pgmq.acquire_queue_lock(queue_name);
 
     EXECUTE format(
@@ -238,6 +253,7 @@ BEGIN
 
     EXECUTE format('DROP TABLE IF EXISTS pgmq.%I', qtable);
     EXECUTE format('DROP TABLE IF EXISTS pgmq.%I', atable);
+    PERFORM pgmq._forget_queue_plans(queue_name);
 
     DELETE FROM pgmq.meta m WHERE m.queue_name = drop_queue.queue_name;
 
@@ -998,6 +1014,7 @@ DECLARE
     archive_col text;
 BEGIN
     PERFORM pgmq.validate_queue_name(queue_name);
+    PERFORM pgmq._check_queue_name_bytes(queue_name);
     PERFORM pgmq.acquire_queue_lock(queue_name);
     PERFORM pgmq._ensure_pg_partman_installed();
     IF premake < 1 THEN

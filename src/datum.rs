@@ -10,7 +10,11 @@ use pgrx::prelude::*;
 pub struct Jsonb(pub pg_sys::Datum);
 
 impl FromDatum for Jsonb {
-    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _: pg_sys::Oid,
+    ) -> Option<Self> {
         (!is_null).then_some(Jsonb(datum))
     }
 }
@@ -48,8 +52,12 @@ impl JsonbArray {
         unsafe {
             let array = pg_sys::pg_detoast_datum(self.0.cast_mut_ptr()) as *mut pg_sys::ArrayType;
             let ndim = (*array).ndim;
-            let dims = (array as *const u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *const i32;
-            (0..ndim as usize).map(|i| *dims.add(i) as usize).product::<usize>() * usize::from(ndim > 0)
+            let dims =
+                (array as *const u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *const i32;
+            (0..ndim as usize)
+                .map(|i| *dims.add(i) as usize)
+                .product::<usize>()
+                * usize::from(ndim > 0)
         }
     }
 
@@ -59,7 +67,11 @@ impl JsonbArray {
 }
 
 impl FromDatum for JsonbArray {
-    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _: pg_sys::Oid,
+    ) -> Option<Self> {
         (!is_null).then_some(JsonbArray(datum))
     }
 }
@@ -86,7 +98,11 @@ unsafe impl<'fcx> ArgAbi<'fcx> for JsonbArray {
 pub struct RawDatum(pub pg_sys::Datum);
 
 impl FromDatum for RawDatum {
-    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _: pg_sys::Oid,
+    ) -> Option<Self> {
         (!is_null).then_some(RawDatum(datum))
     }
 }

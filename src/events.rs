@@ -1,12 +1,15 @@
 //! Run and step events (contract section 3).
 //!
 //! An event goes to `realtime.send(payload, event, topic, false)` when that function exists at
-//! call time (it may be created after the extension); otherwise to `pg_notify` when
-//! `pgflow.notify_events` is on; otherwise it is dropped. The function is looked up once and
-//! remembered until pg_proc changes (an invalidation callback forgets it): no catalog query per task.
+//! call time (it may be created after the extension) and is trusted: the function and its schema
+//! are owned by a superuser or by the extension's owner. Otherwise it goes to `pg_notify` when
+//! `pgflow.notify_events` is on, or is dropped. A function anybody else owns would run with the
+//! caller's rights (a superuser's, for the background worker). The lookup happens once and is
+//! remembered until pg_proc, pg_namespace or pg_authid change (invalidation callbacks forget
+//! it): no catalog query per task.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::ffi::CStr;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -15,12 +18,27 @@ use crate::datum::Jsonb;
 use crate::guc;
 use crate::statement::Statement;
 
-const REALTIME_SEND: &str = "realtime.send(jsonb,text,text,boolean)";
+// The trusted realtime.send, by its exact signature (types qualified, so that the caller's
+// search_path can't pick them): it and its schema belong to a superuser or the extension's owner.
+static TRUSTED_REALTIME_SEND: Statement = Statement::new(
+    "WITH trusted AS (
+         SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolsuper
+         UNION ALL
+         SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'pgflow_core'
+     )
+     SELECT p.oid FROM pg_catalog.pg_proc p
+     JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+     WHERE p.oid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure(
+               'realtime.send(pg_catalog.jsonb,pg_catalog.text,pg_catalog.text,pg_catalog.bool)')
+       AND p.proowner OPERATOR(pg_catalog.=) ANY (SELECT oid FROM trusted)
+       AND n.nspowner OPERATOR(pg_catalog.=) ANY (SELECT oid FROM trusted)",
+    &[],
+);
 /// pg_notify refuses payloads of 8000 bytes or more.
 const NOTIFY_PAYLOAD_LIMIT: usize = 7999;
 
 static REALTIME_SEND_CALL: Statement = Statement::new(
-    "SELECT realtime.send($1, $2, $3, false)",
+    "SELECT realtime.send($1::pg_catalog.jsonb, $2::pg_catalog.text, $3::pg_catalog.text, false)",
     &[pg_sys::JSONBOID, pg_sys::TEXTOID, pg_sys::TEXTOID],
 );
 
@@ -38,6 +56,16 @@ pub fn init() {
             Some(forget_realtime_send),
             pg_sys::Datum::from(0),
         );
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+            Some(forget_realtime_send),
+            pg_sys::Datum::from(0),
+        );
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::AUTHOID as i32,
+            Some(forget_realtime_send),
+            pg_sys::Datum::from(0),
+        );
     }
 }
 
@@ -49,9 +77,10 @@ unsafe extern "C-unwind" fn forget_realtime_send(_arg: pg_sys::Datum, _cache_id:
 fn realtime_send() -> Option<pg_sys::Oid> {
     let mut oid = REALTIME.load(Ordering::Relaxed);
     if oid == UNKNOWN {
-        let found = unsafe {
-            pgrx::direct_function_call::<pg_sys::Oid>(pg_sys::to_regprocedure, &[REALTIME_SEND.into_datum()])
-        }
+        let found = Spi::connect_mut(|client| {
+            crate::statement::first(TRUSTED_REALTIME_SEND.run(client, &[]))
+                .and_then(|row| crate::statement::col::<pg_sys::Oid>(&row, 1))
+        })
         .unwrap_or(pg_sys::InvalidOid);
         oid = u32::from(found);
         REALTIME.store(oid, Ordering::Relaxed);
@@ -86,10 +115,16 @@ fn notify(event: &str, topic: &str, payload: Jsonb) {
     let event_json = serde_quote(event);
     let mut message = format!("{{\"event\": {event_json}, \"payload\": {body}}}");
     if message.len() > NOTIFY_PAYLOAD_LIMIT {
-        message = format!("{{\"event\": {event_json}, \"topic\": {}, \"truncated\": true}}", serde_quote(topic));
+        message = format!(
+            "{{\"event\": {event_json}, \"topic\": {}, \"truncated\": true}}",
+            serde_quote(topic)
+        );
     }
     unsafe {
-        pgrx::direct_function_call::<()>(pg_sys::pg_notify, &[topic.into_datum(), message.as_str().into_datum()]);
+        pgrx::direct_function_call::<()>(
+            pg_sys::pg_notify,
+            &[topic.into_datum(), message.as_str().into_datum()],
+        );
     }
 }
 

@@ -15,7 +15,8 @@ pub static NOTIFY_EVENTS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static WORKER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// `pgflow.worker_databases`: comma-separated databases the background worker serves.
-pub static WORKER_DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static WORKER_DATABASES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
 /// `pgflow.worker_interval_ms`: time between two rounds of background work in a database.
 pub static WORKER_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(5000);
@@ -105,11 +106,18 @@ pub fn worker_databases() -> Vec<String> {
 
 /// `pgflow.retention`, when set.
 pub fn retention() -> Option<String> {
-    RETENTION.get().map(|r| r.to_string_lossy().trim().to_string()).filter(|r| !r.is_empty())
+    RETENTION
+        .get()
+        .map(|r| r.to_string_lossy().trim().to_string())
+        .filter(|r| !r.is_empty())
 }
 
 fn parse_list(list: &str) -> Vec<String> {
-    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 #[cfg(test)]
@@ -118,7 +126,10 @@ mod tests {
 
     #[test]
     fn database_lists_are_trimmed_and_skip_empty_entries() {
-        assert_eq!(parse_list(" app, other ,,"), vec!["app".to_string(), "other".to_string()]);
+        assert_eq!(
+            parse_list(" app, other ,,"),
+            vec!["app".to_string(), "other".to_string()]
+        );
         assert!(parse_list("").is_empty());
     }
 }

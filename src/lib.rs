@@ -22,8 +22,16 @@ pub mod statement;
 pub mod worker;
 
 pgrx::extension_sql_file!("../sql/pgmq.sql", name = "pgmq", bootstrap);
-pgrx::extension_sql_file!("../sql/pgflow_schema.sql", name = "pgflow_schema", requires = ["pgmq"]);
-pgrx::extension_sql_file!("../sql/pgflow_maintenance.sql", name = "pgflow_maintenance", requires = ["pgflow_schema"]);
+pgrx::extension_sql_file!(
+    "../sql/pgflow_schema.sql",
+    name = "pgflow_schema",
+    requires = ["pgmq"]
+);
+pgrx::extension_sql_file!(
+    "../sql/pgflow_maintenance.sql",
+    name = "pgflow_maintenance",
+    requires = ["pgflow_schema"]
+);
 pgrx::extension_sql_file!("../sql/pgflow_api.sql", name = "pgflow_api", finalize);
 
 #[pg_guard]

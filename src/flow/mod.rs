@@ -20,8 +20,23 @@ static ENSURE_QUEUE: Statement = Statement::new(
     &[TEXTOID],
 );
 
-static FLOW_ROW: Statement =
-    Statement::new("SELECT f FROM pgflow.flows f WHERE f.flow_slug = $1", &[TEXTOID]);
+// Serialises creations of flows whose slugs differ only in case (the lock pgmq.create takes,
+// keyed on the queue table's stem).
+static LOCK_QUEUE_NAME: Statement =
+    Statement::new("SELECT pgmq.acquire_queue_lock(lower($1))", &[TEXTOID]);
+
+// Another flow whose queue would be this one's: queue tables are named by the lower-cased slug.
+static QUEUE_TAKEN: Statement = Statement::new(
+    "SELECT f.flow_slug FROM pgflow.flows f
+     WHERE lower(f.flow_slug) = lower($1) AND f.flow_slug <> $1
+     LIMIT 1",
+    &[TEXTOID],
+);
+
+static FLOW_ROW: Statement = Statement::new(
+    "SELECT f FROM pgflow.flows f WHERE f.flow_slug = $1",
+    &[TEXTOID],
+);
 
 static INSERT_STEP: Statement = Statement::new(
     "INSERT INTO pgflow.steps (flow_slug, step_slug, step_type, step_index, deps_count,
@@ -33,8 +48,18 @@ static INSERT_STEP: Statement = Statement::new(
             $5, $6, $7, $8, $9, $10, $11, $12
      ON CONFLICT (flow_slug, step_slug) DO NOTHING",
     &[
-        TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, INT4OID, INT4OID, INT4OID, INT4OID, JSONBOID, JSONBOID,
-        TEXTOID, TEXTOID,
+        TEXTOID,
+        TEXTOID,
+        TEXTOID,
+        TEXTARRAYOID,
+        INT4OID,
+        INT4OID,
+        INT4OID,
+        INT4OID,
+        JSONBOID,
+        JSONBOID,
+        TEXTOID,
+        TEXTOID,
     ],
 );
 
@@ -64,7 +89,29 @@ mod pgflow {
     ) -> Option<FlowRow> {
         let outer = caller_context();
         Spi::connect_mut(|client| {
-            INSERT_FLOW.run(client, &[flow_slug.into(), max_attempts.into(), base_delay.into(), timeout.into()]);
+            LOCK_QUEUE_NAME.run(client, &[flow_slug.into()]);
+            if let Some(other) = first(QUEUE_TAKEN.run(client, &[flow_slug.into()]))
+                .and_then(|row| col::<String>(&row, 1))
+            {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+                    format!(
+                        "flow slug \"{}\" would share its queue with flow \"{other}\"",
+                        flow_slug.unwrap_or_default()
+                    ),
+                    "Queue table names are lower-cased: flow slugs must differ in more than case."
+                );
+            }
+            INSERT_FLOW.run(
+                client,
+                &[
+                    flow_slug.into(),
+                    max_attempts.into(),
+                    base_delay.into(),
+                    timeout.into(),
+                ],
+            );
             ENSURE_QUEUE.run(client, &[flow_slug.into()]);
             let row = first(FLOW_ROW.run(client, &[flow_slug.into()]))?;
             col::<RawDatum>(&row, 1).map(|d| FlowRow(copy_to(outer, d.0)))
@@ -118,11 +165,17 @@ mod pgflow {
                 ],
             );
             if !deps.is_empty() {
-                INSERT_DEPS.run(client, &[flow_slug.into(), step_slug.into(), deps_slugs.clone().into()]);
+                INSERT_DEPS.run(
+                    client,
+                    &[
+                        flow_slug.into(),
+                        step_slug.into(),
+                        deps_slugs.clone().into(),
+                    ],
+                );
             }
             let row = first(STEP_ROW.run(client, &[flow_slug.into(), step_slug.into()]))?;
             col::<RawDatum>(&row, 1).map(|d| StepRow(copy_to(outer, d.0)))
         })
     }
 }
-

@@ -32,7 +32,9 @@ impl Visible {
         match self {
             Visible::Now => true,
             Visible::After(seconds) => seconds.is_some_and(|s| s <= 0),
-            Visible::At(at) => at.is_some_and(|at| i64::from(at) <= unsafe { pgrx::pg_sys::GetCurrentTimestamp() }),
+            Visible::At(at) => {
+                at.is_some_and(|at| i64::from(at) <= unsafe { pgrx::pg_sys::GetCurrentTimestamp() })
+            }
         }
     }
 
@@ -46,11 +48,24 @@ impl Visible {
 }
 
 // $1 mode (0: clock + $2 seconds, 1: $3), computed once per call.
-const VT_EXPR: &str = "(SELECT CASE WHEN $1 = 0 THEN clock_timestamp() + make_interval(secs => $2) ELSE $3 END)";
+const VT_EXPR: &str = "(SELECT CASE WHEN $1 OPERATOR(pg_catalog.=) 0
+                                   THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $2)
+                                   ELSE $3 END)";
 
-static SEND: TableStatement = TableStatement::new("send", &[INT4OID, INT4OID, TIMESTAMPTZOID, JSONBARRAYOID, JSONBARRAYOID]);
+static SEND: TableStatement = TableStatement::new(
+    "send",
+    &[
+        INT4OID,
+        INT4OID,
+        TIMESTAMPTZOID,
+        JSONBARRAYOID,
+        JSONBARRAYOID,
+    ],
+);
 
-/// Inserts a batch (no checks) and returns the new ids in input order.
+/// Inserts a batch (no checks) and returns the new ids in input order. Messages and headers are
+/// paired by position in storage order, whatever the arrays' subscripts and dimensions (the
+/// lengths are compared with cardinality()).
 pub fn send_batch_unchecked(
     client: &mut SpiClient<'_>,
     queue: &QueueName,
@@ -68,17 +83,26 @@ pub fn send_batch_unchecked(
                 format!(
                     "WITH v AS MATERIALIZED (SELECT {VT_EXPR} AS vt)
                      INSERT INTO {table} (vt, message, headers)
-                     SELECT v.vt, m.msg, $5[m.ord] FROM v, unnest($4) WITH ORDINALITY AS m(msg, ord)
+                     SELECT v.vt, m.msg, h.hdr
+                     FROM v, pg_catalog.unnest($4) WITH ORDINALITY AS m(msg, ord)
+                     LEFT JOIN pg_catalog.unnest($5) WITH ORDINALITY AS h(hdr, ord)
+                            ON h.ord OPERATOR(pg_catalog.=) m.ord
                      ORDER BY m.ord
                      RETURNING msg_id"
                 )
             },
-            &[mode.into(), seconds.into(), at.into(), msgs.into(), headers.into()],
+            &[
+                mode.into(),
+                seconds.into(),
+                at.into(),
+                msgs.into(),
+                headers.into(),
+            ],
         )
         .filter_map(|row| col::<i64>(&row, 1))
         .collect::<Vec<i64>>();
     if visible.is_now() {
-        wake::sent(queue.name, ids.len());
+        wake::sent(queue.stem(), ids.len());
     }
     ids
 }
@@ -89,16 +113,26 @@ pub fn check_batch(msgs: &Option<JsonbArray>, headers: &Option<JsonbArray>) {
     if count == 0 {
         raise("msgs cannot be NULL or empty".into());
     }
-    if let Some(headers) = headers {
-        if headers.len() != count {
-            raise(format!("headers array length ({}) must match msgs array length ({count})", headers.len()));
+    if let Some(headers) = headers
+        && headers.len() != count {
+            raise(format!(
+                "headers array length ({}) must match msgs array length ({count})",
+                headers.len()
+            ));
         }
-    }
 }
 
-static SEND_ONE: TableStatement = TableStatement::new("send_one", &[INT4OID, INT4OID, TIMESTAMPTZOID, JSONBOID, JSONBOID]);
+static SEND_ONE: TableStatement = TableStatement::new(
+    "send_one",
+    &[INT4OID, INT4OID, TIMESTAMPTZOID, JSONBOID, JSONBOID],
+);
 
-fn send_one(queue: Option<&str>, msg: Option<Jsonb>, headers: Option<Jsonb>, visible: Visible) -> SetOfIterator<'static, i64> {
+fn send_one(
+    queue: Option<&str>,
+    msg: Option<Jsonb>,
+    headers: Option<Jsonb>,
+    visible: Visible,
+) -> SetOfIterator<'static, i64> {
     let queue = QueueName::parse(queue);
     let (seconds, at, mode) = visible.parts();
     let table = queue.queue_table();
@@ -114,7 +148,7 @@ fn send_one(queue: Option<&str>, msg: Option<Jsonb>, headers: Option<Jsonb>, vis
             .collect()
     });
     if visible.is_now() {
-        wake::sent(queue.name, ids.len());
+        wake::sent(queue.stem(), ids.len());
     }
     SetOfIterator::new(ids)
 }
@@ -127,7 +161,8 @@ fn send_many(
 ) -> SetOfIterator<'static, i64> {
     let queue = QueueName::parse(queue);
     check_batch(&msgs, &headers);
-    let ids = Spi::connect_mut(|client| send_batch_unchecked(client, &queue, msgs, headers, visible));
+    let ids =
+        Spi::connect_mut(|client| send_batch_unchecked(client, &queue, msgs, headers, visible));
     SetOfIterator::new(ids)
 }
 
@@ -150,17 +185,18 @@ pub fn read_messages(
             format!(
                 "WITH claimed AS (
                      SELECT msg_id FROM {table}
-                     WHERE vt <= clock_timestamp()
-                       AND ($3 IS NULL OR $3 = '{{}}'::jsonb OR message @> $3)
+                     WHERE vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
+                       AND ($3 IS NULL OR $3 OPERATOR(pg_catalog.=) '{{}}'::pg_catalog.jsonb
+                            OR message OPERATOR(pg_catalog.@>) $3)
                      ORDER BY msg_id
                      LIMIT $2
                      FOR UPDATE SKIP LOCKED)
                  UPDATE {table} m
-                 SET vt = clock_timestamp() + make_interval(secs => $1),
-                     read_ct = m.read_ct + 1,
-                     last_read_at = clock_timestamp()
+                 SET vt = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $1),
+                     read_ct = m.read_ct OPERATOR(pg_catalog.+) 1,
+                     last_read_at = pg_catalog.clock_timestamp()
                  FROM claimed
-                 WHERE m.msg_id = claimed.msg_id
+                 WHERE m.msg_id OPERATOR(pg_catalog.=) claimed.msg_id
                  RETURNING {RECORD}"
             )
         },
@@ -173,7 +209,9 @@ pub fn read_messages(
 /// One attempt of a polling read, in a subtransaction that is rolled back when it claimed
 /// nothing. A row that another reader claimed while this attempt ran stays locked by the
 /// attempt even though it does not qualify; rolling back releases it, so a waiting reader
-/// never holds up the claimer's archive or delete.
+/// never holds up the claimer's archive or delete. An error inside rolls the subtransaction
+/// back and is raised again, as PL/pgSQL's exception blocks do, so the caller's transaction
+/// and session stay usable.
 fn read_attempt(
     client: &mut SpiClient<'_>,
     queue: &QueueName,
@@ -182,32 +220,25 @@ fn read_attempt(
     conditional: Option<Jsonb>,
     outer: pgrx::pg_sys::MemoryContext,
 ) -> Vec<MessageRecord> {
-    use pgrx::pg_sys;
-    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
-    unsafe {
-        pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        pg_sys::MemoryContextSwitchTo(context);
-    }
-    let rows = read_messages(client, queue, vt, qty, conditional, outer);
-    unsafe {
-        if rows.is_empty() {
-            pg_sys::RollbackAndReleaseCurrentSubTransaction();
-        } else {
-            pg_sys::ReleaseCurrentSubTransaction();
-        }
-        pg_sys::MemoryContextSwitchTo(context);
-        pg_sys::CurrentResourceOwner = owner;
-    }
-    rows
+    crate::statement::in_subtransaction(
+        || read_messages(client, queue, vt, qty, conditional, outer),
+        |rows| !rows.is_empty(),
+    )
+    .unwrap_or_else(|error| error.rethrow())
 }
 
 static POP: TableStatement = TableStatement::new("pop", &[INT4OID]);
 static ARCHIVE: TableStatement = TableStatement::new("archive", &[INT8ARRAYOID]);
 static DELETE: TableStatement = TableStatement::new("delete", &[INT8ARRAYOID]);
-static SET_VT: TableStatement = TableStatement::new("set_vt", &[INT4OID, INT4OID, TIMESTAMPTZOID, INT8ARRAYOID]);
+static SET_VT: TableStatement =
+    TableStatement::new("set_vt", &[INT4OID, INT4OID, TIMESTAMPTZOID, INT8ARRAYOID]);
 
 /// Moves messages to the archive; returns the ids moved.
-pub fn archive_messages(client: &mut SpiClient<'_>, queue: &QueueName, ids: Option<Vec<Option<i64>>>) -> Vec<i64> {
+pub fn archive_messages(
+    client: &mut SpiClient<'_>,
+    queue: &QueueName,
+    ids: Option<Vec<Option<i64>>>,
+) -> Vec<i64> {
     let (table, archive) = (queue.queue_table(), queue.archive_table());
     ARCHIVE
         .run(
@@ -216,7 +247,7 @@ pub fn archive_messages(client: &mut SpiClient<'_>, queue: &QueueName, ids: Opti
             || {
                 format!(
                     "WITH moved AS (
-                         DELETE FROM {table} WHERE msg_id = ANY($1)
+                         DELETE FROM {table} WHERE msg_id OPERATOR(pg_catalog.=) ANY($1)
                          RETURNING msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers)
                      INSERT INTO {archive} (msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers)
                      SELECT msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers FROM moved
@@ -229,20 +260,28 @@ pub fn archive_messages(client: &mut SpiClient<'_>, queue: &QueueName, ids: Opti
         .collect()
 }
 
-fn delete_messages(client: &mut SpiClient<'_>, queue: &QueueName, ids: Option<Vec<Option<i64>>>) -> Vec<i64> {
+fn delete_messages(
+    client: &mut SpiClient<'_>,
+    queue: &QueueName,
+    ids: Option<Vec<Option<i64>>>,
+) -> Vec<i64> {
     let table = queue.queue_table();
     DELETE
         .run(
             client,
             queue.stem(),
-            || format!("DELETE FROM {table} WHERE msg_id = ANY($1) RETURNING msg_id"),
+            || format!("DELETE FROM {table} WHERE msg_id OPERATOR(pg_catalog.=) ANY($1) RETURNING msg_id"),
             &[ids.into()],
         )
         .filter_map(|row| col::<i64>(&row, 1))
         .collect()
 }
 
-fn set_visibility(queue: Option<&str>, ids: Option<Vec<Option<i64>>>, visible: Visible) -> SetOfIterator<'static, MessageRecord> {
+fn set_visibility(
+    queue: Option<&str>,
+    ids: Option<Vec<Option<i64>>>,
+    visible: Visible,
+) -> SetOfIterator<'static, MessageRecord> {
     let queue = QueueName::parse(queue);
     let outer = caller_context();
     let (seconds, at, mode) = visible.parts();
@@ -255,8 +294,8 @@ fn set_visibility(queue: Option<&str>, ids: Option<Vec<Option<i64>>>, visible: V
                 || {
                     format!(
                         "UPDATE {table} m SET vt = {VT_EXPR}
-                         WHERE m.msg_id = ANY($4)
-                         RETURNING {RECORD}, m.vt <= clock_timestamp()"
+                         WHERE m.msg_id OPERATOR(pg_catalog.=) ANY($4)
+                         RETURNING {RECORD}, m.vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()"
                     )
                 },
                 &[mode.into(), seconds.into(), at.into(), ids.into()],
@@ -268,7 +307,10 @@ fn set_visibility(queue: Option<&str>, ids: Option<Vec<Option<i64>>>, visible: V
             .collect();
         rows
     });
-    wake::sent(queue.name, rows.iter().filter(|(_, visible_now)| *visible_now).count());
+    wake::sent(
+        queue.stem(),
+        rows.iter().filter(|(_, visible_now)| *visible_now).count(),
+    );
     SetOfIterator::new(rows.into_iter().map(|(record, _)| record))
 }
 
@@ -284,12 +326,20 @@ mod pgmq {
     }
 
     #[pg_extern(name = "send", requires = ["pgmq"])]
-    fn send_headers(queue_name: Option<&str>, msg: Option<Jsonb>, headers: Option<Jsonb>) -> SetOfIterator<'static, i64> {
+    fn send_headers(
+        queue_name: Option<&str>,
+        msg: Option<Jsonb>,
+        headers: Option<Jsonb>,
+    ) -> SetOfIterator<'static, i64> {
         send_one(queue_name, msg, headers, Visible::Now)
     }
 
     #[pg_extern(name = "send", requires = ["pgmq"])]
-    fn send_delay(queue_name: Option<&str>, msg: Option<Jsonb>, delay: Option<i32>) -> SetOfIterator<'static, i64> {
+    fn send_delay(
+        queue_name: Option<&str>,
+        msg: Option<Jsonb>,
+        delay: Option<i32>,
+    ) -> SetOfIterator<'static, i64> {
         send_one(queue_name, msg, None, Visible::After(delay))
     }
 
@@ -328,12 +378,20 @@ mod pgmq {
     }
 
     #[pg_extern(name = "send_batch", requires = ["pgmq"])]
-    fn send_batch_headers(queue_name: Option<&str>, msgs: Msgs, headers: Msgs) -> SetOfIterator<'static, i64> {
+    fn send_batch_headers(
+        queue_name: Option<&str>,
+        msgs: Msgs,
+        headers: Msgs,
+    ) -> SetOfIterator<'static, i64> {
         send_many(queue_name, msgs, headers, Visible::Now)
     }
 
     #[pg_extern(name = "send_batch", requires = ["pgmq"])]
-    fn send_batch_delay(queue_name: Option<&str>, msgs: Msgs, delay: Option<i32>) -> SetOfIterator<'static, i64> {
+    fn send_batch_delay(
+        queue_name: Option<&str>,
+        msgs: Msgs,
+        delay: Option<i32>,
+    ) -> SetOfIterator<'static, i64> {
         send_many(queue_name, msgs, None, Visible::After(delay))
     }
 
@@ -375,7 +433,9 @@ mod pgmq {
         delay: Option<TimestampWithTimeZone>,
     ) -> SetOfIterator<'static, i64> {
         let queue = QueueName::parse(queue_name);
-        let ids = Spi::connect_mut(|client| send_batch_unchecked(client, &queue, msgs, headers, Visible::At(delay)));
+        let ids = Spi::connect_mut(|client| {
+            send_batch_unchecked(client, &queue, msgs, headers, Visible::At(delay))
+        });
         SetOfIterator::new(ids)
     }
 
@@ -388,7 +448,8 @@ mod pgmq {
     ) -> SetOfIterator<'static, MessageRecord> {
         let queue = QueueName::parse(queue_name);
         let outer = caller_context();
-        let rows = Spi::connect_mut(|client| read_messages(client, &queue, vt, qty, conditional, outer));
+        let rows =
+            Spi::connect_mut(|client| read_messages(client, &queue, vt, qty, conditional, outer));
         SetOfIterator::new(rows)
     }
 
@@ -404,7 +465,8 @@ mod pgmq {
         conditional: default!(Option<Jsonb>, "'{}'"),
     ) -> SetOfIterator<'static, MessageRecord> {
         let queue = QueueName::parse(queue_name);
-        let (Some(max_poll_seconds), Some(poll_interval_ms)) = (max_poll_seconds, poll_interval_ms) else {
+        let (Some(max_poll_seconds), Some(poll_interval_ms)) = (max_poll_seconds, poll_interval_ms)
+        else {
             ereport!(
                 ERROR,
                 PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -414,23 +476,36 @@ mod pgmq {
         let outer = caller_context();
         let start = unsafe { pgrx::pg_sys::GetCurrentTimestamp() };
         let deadline = start + i64::from(max_poll_seconds) * 1_000_000;
-        wake::register(queue.name);
-        let rows = Spi::connect_mut(|client| loop {
-            if unsafe { pgrx::pg_sys::GetCurrentTimestamp() } >= deadline {
-                break Vec::new();
+        wake::register(queue.stem());
+        let rows = Spi::connect_mut(|client| {
+            loop {
+                if unsafe { pgrx::pg_sys::GetCurrentTimestamp() } >= deadline {
+                    break Vec::new();
+                }
+                let rows = read_attempt(client, &queue, vt, qty, conditional, outer);
+                if !rows.is_empty() {
+                    break rows;
+                }
+                let now = unsafe { pgrx::pg_sys::GetCurrentTimestamp() };
+                wait::latch_sleep(wait::sleep_millis(poll_interval_ms, now, deadline));
             }
-            let rows = read_attempt(client, &queue, vt, qty, conditional, outer);
-            if !rows.is_empty() {
-                break rows;
-            }
-            let now = unsafe { pgrx::pg_sys::GetCurrentTimestamp() };
-            wait::latch_sleep(wait::sleep_millis(poll_interval_ms, now, deadline));
         });
         SetOfIterator::new(rows)
     }
 
+    /// Frees this backend's kept plans on a queue's tables (drop_queue calls it).
+    #[pg_extern(name = "_forget_queue_plans", requires = ["pgmq"])]
+    fn forget_queue_plans(queue_name: Option<&str>) {
+        if let Some(name) = queue_name {
+            crate::statement::forget_table_plans(&crate::queue::name::sql_lower(name));
+        }
+    }
+
     #[pg_extern(requires = ["pgmq"])]
-    fn pop(queue_name: Option<&str>, qty: default!(Option<i32>, 1)) -> SetOfIterator<'static, MessageRecord> {
+    fn pop(
+        queue_name: Option<&str>,
+        qty: default!(Option<i32>, 1),
+    ) -> SetOfIterator<'static, MessageRecord> {
         let queue = QueueName::parse(queue_name);
         let outer = caller_context();
         let table = queue.queue_table();
@@ -442,12 +517,12 @@ mod pgmq {
                     format!(
                         "WITH claimed AS (
                              SELECT msg_id FROM {table}
-                             WHERE vt <= clock_timestamp()
+                             WHERE vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
                              ORDER BY msg_id
                              LIMIT $1
                              FOR UPDATE SKIP LOCKED)
                          DELETE FROM {table} m USING claimed
-                         WHERE m.msg_id = claimed.msg_id
+                         WHERE m.msg_id OPERATOR(pg_catalog.=) claimed.msg_id
                          RETURNING {RECORD}"
                     )
                 },
@@ -466,9 +541,14 @@ mod pgmq {
     }
 
     #[pg_extern(name = "archive", requires = ["pgmq"])]
-    fn archive_many(queue_name: Option<&str>, msg_ids: Option<Vec<Option<i64>>>) -> SetOfIterator<'static, i64> {
+    fn archive_many(
+        queue_name: Option<&str>,
+        msg_ids: Option<Vec<Option<i64>>>,
+    ) -> SetOfIterator<'static, i64> {
         let queue = QueueName::parse(queue_name);
-        SetOfIterator::new(Spi::connect_mut(|client| archive_messages(client, &queue, msg_ids)))
+        SetOfIterator::new(Spi::connect_mut(|client| {
+            archive_messages(client, &queue, msg_ids)
+        }))
     }
 
     #[pg_extern(name = "delete", requires = ["pgmq"])]
@@ -478,13 +558,22 @@ mod pgmq {
     }
 
     #[pg_extern(name = "delete", requires = ["pgmq"])]
-    fn delete_many(queue_name: Option<&str>, msg_ids: Option<Vec<Option<i64>>>) -> SetOfIterator<'static, i64> {
+    fn delete_many(
+        queue_name: Option<&str>,
+        msg_ids: Option<Vec<Option<i64>>>,
+    ) -> SetOfIterator<'static, i64> {
         let queue = QueueName::parse(queue_name);
-        SetOfIterator::new(Spi::connect_mut(|client| delete_messages(client, &queue, msg_ids)))
+        SetOfIterator::new(Spi::connect_mut(|client| {
+            delete_messages(client, &queue, msg_ids)
+        }))
     }
 
     #[pg_extern(name = "set_vt", requires = ["pgmq"])]
-    fn set_vt_one_seconds(queue_name: Option<&str>, msg_id: Option<i64>, vt: Option<i32>) -> SetOfIterator<'static, MessageRecord> {
+    fn set_vt_one_seconds(
+        queue_name: Option<&str>,
+        msg_id: Option<i64>,
+        vt: Option<i32>,
+    ) -> SetOfIterator<'static, MessageRecord> {
         set_visibility(queue_name, Some(vec![msg_id]), Visible::After(vt))
     }
 

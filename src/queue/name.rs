@@ -2,7 +2,8 @@
 //!
 //! A name containing `$`, `;`, `--` or `'` is rejected with pgmq's exact error; every other name
 //! is lower-cased into a table stem and quoted as an identifier by PostgreSQL's own rules, so
-//! no name can change the statements it is used in.
+//! no name can change the statements it is used in. Lower-casing is SQL's `lower()` under the
+//! database's collation, the rule of `pgmq.format_table_name`, so every path finds the same table.
 
 use pgrx::prelude::*;
 
@@ -25,24 +26,60 @@ impl<'a> QueueName<'a> {
             );
         };
         if !is_valid(name) {
-            ereport!(ERROR, PgSqlErrorCode::ERRCODE_RAISE_EXCEPTION, INVALID_CHARACTERS);
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_RAISE_EXCEPTION,
+                INVALID_CHARACTERS
+            );
         }
-        QueueName { name, stem: name.to_lowercase() }
+        QueueName {
+            name,
+            stem: sql_lower(name),
+        }
     }
 
     /// `pgmq."q_<stem>"`
     pub fn queue_table(&self) -> String {
-        format!("pgmq.{}", pgrx::spi::quote_identifier(format!("q_{}", self.stem)))
+        format!(
+            "pgmq.{}",
+            pgrx::spi::quote_identifier(format!("q_{}", self.stem))
+        )
     }
 
     /// `pgmq."a_<stem>"`
     pub fn archive_table(&self) -> String {
-        format!("pgmq.{}", pgrx::spi::quote_identifier(format!("a_{}", self.stem)))
+        format!(
+            "pgmq.{}",
+            pgrx::spi::quote_identifier(format!("a_{}", self.stem))
+        )
     }
 
     /// The stem, the key for per-queue plans.
     pub fn stem(&self) -> &str {
         &self.stem
+    }
+}
+
+/// `pg_catalog.lower(text)` (a fixed built-in oid).
+const LOWER_TEXT: pgrx::pg_sys::Oid = pgrx::pg_sys::Oid::from_u32(870);
+
+/// `lower(name)` as SQL computes it in this database (collation-dependent: in a `C` database
+/// only ASCII letters change).
+pub fn sql_lower(name: &str) -> String {
+    unsafe {
+        let text = pgrx::pg_sys::cstring_to_text_with_len(name.as_ptr().cast(), name.len() as i32);
+        let lowered = pgrx::pg_sys::OidFunctionCall1Coll(
+            LOWER_TEXT,
+            pgrx::pg_sys::DEFAULT_COLLATION_OID,
+            pgrx::pg_sys::Datum::from(text),
+        );
+        let cstr = pgrx::pg_sys::text_to_cstring(lowered.cast_mut_ptr());
+        let out = std::ffi::CStr::from_ptr(cstr)
+            .to_string_lossy()
+            .into_owned();
+        pgrx::pg_sys::pfree(cstr.cast());
+        pgrx::pg_sys::pfree(text.cast());
+        out
     }
 }
 
@@ -64,7 +101,16 @@ mod tests {
 
     #[test]
     fn accepts_everything_else() {
-        for good in ["jobs", "Jobs-2", "with space", "dotted.name", "a-b", "quote\"d", "", "ünïcode"] {
+        for good in [
+            "jobs",
+            "Jobs-2",
+            "with space",
+            "dotted.name",
+            "a-b",
+            "quote\"d",
+            "",
+            "ünïcode",
+        ] {
             assert!(is_valid(good), "{good}");
         }
     }

@@ -20,7 +20,12 @@ pub fn latch_sleep(millis: i64) {
     }
     let events = pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH;
     unsafe {
-        pg_sys::WaitLatch(pg_sys::MyLatch, events as i32, millis as _, pg_sys::PG_WAIT_EXTENSION);
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            events as i32,
+            millis as _,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
         pg_sys::ResetLatch(pg_sys::MyLatch);
     }
     pg_sys::check_for_interrupts!();
@@ -32,7 +37,18 @@ mod pgmq {
 
     /// Waits until the next poll attempt of a `*_with_poll` function is due.
     #[pg_extern(name = "_poll_wait")]
-    fn poll_wait(_queue_name: Option<&str>, poll_interval_ms: i32, deadline: TimestampWithTimeZone) {
+    fn poll_wait(
+        _queue_name: Option<&str>,
+        poll_interval_ms: Option<i32>,
+        deadline: Option<TimestampWithTimeZone>,
+    ) {
+        let (Some(poll_interval_ms), Some(deadline)) = (poll_interval_ms, deadline) else {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "poll_interval_ms and deadline must not be NULL"
+            );
+        };
         let now = unsafe { pg_sys::GetCurrentTimestamp() };
         let deadline: i64 = deadline.into();
         super::latch_sleep(super::sleep_millis(poll_interval_ms, now, deadline));

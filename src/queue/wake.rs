@@ -77,8 +77,11 @@ unsafe extern "C-unwind" fn startup_shmem() {
         let mut found = false;
         let init_lock = addin_shmem_init_lock();
         pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let ptr = pg_sys::ShmemInitStruct(c"pgflow_core queue waiters".as_ptr(), shmem_size(slots), &mut found)
-            as *mut Waiters;
+        let ptr = pg_sys::ShmemInitStruct(
+            c"pgflow_core queue waiters".as_ptr(),
+            shmem_size(slots),
+            &mut found,
+        ) as *mut Waiters;
         if !found {
             std::ptr::write_bytes(ptr as *mut u8, 0, shmem_size(slots));
             (*ptr).slots = slots;
@@ -105,10 +108,10 @@ fn slot(waiters: &Waiters, index: u32) -> &AtomicU64 {
     }
 }
 
-/// FNV-1a of the queue's table stem (the lower-cased name), never 0.
-fn queue_hash(queue_name: &str) -> u32 {
+/// FNV-1a of the queue's table stem (`QueueName::stem`, the lower-cased name), never 0.
+fn queue_hash(stem: &str) -> u32 {
     let mut hash: u32 = 0x811c9dc5;
-    for byte in queue_name.bytes().map(|b| b.to_ascii_lowercase()) {
+    for byte in stem.bytes() {
         hash ^= u32::from(byte);
         hash = hash.wrapping_mul(0x01000193);
     }
@@ -116,9 +119,9 @@ fn queue_hash(queue_name: &str) -> u32 {
 }
 
 /// The key of a queue in the current database: database oid and the queue's hash.
-fn queue_key(queue_name: &str) -> u64 {
+fn queue_key(stem: &str) -> u64 {
     let database = u64::from(u32::from(unsafe { pg_sys::MyDatabaseId }));
-    (database << 32) | u64::from(queue_hash(queue_name))
+    (database << 32) | u64::from(queue_hash(stem))
 }
 
 fn ensure_callback() {
@@ -128,14 +131,14 @@ fn ensure_callback() {
 }
 
 /// Registers this backend as waiting on a queue until its transaction ends.
-pub fn register(queue_name: &str) {
+pub fn register(stem: &str) {
     let Some(waiters) = waiters() else { return };
     let me = unsafe { (*pg_sys::MyProc).pgprocno };
     if me < 0 || me as u32 >= waiters.slots {
         return;
     }
     ensure_callback();
-    if slot(waiters, me as u32).swap(queue_key(queue_name), Ordering::SeqCst) == 0 {
+    if slot(waiters, me as u32).swap(queue_key(stem), Ordering::SeqCst) == 0 {
         waiters.active.fetch_add(1, Ordering::SeqCst);
     }
     REGISTERED.with(|r| r.set(true));
@@ -144,7 +147,7 @@ pub fn register(queue_name: &str) {
 /// Remembers that this transaction made `count` messages visible in a queue; after commit, up
 /// to that many of its waiters are woken (not all of them: they would only race for the same
 /// messages).
-pub fn sent(queue_name: &str, count: usize) {
+pub fn sent(stem: &str, count: usize) {
     if waiters().is_none() || count == 0 {
         return;
     }
@@ -152,13 +155,16 @@ pub fn sent(queue_name: &str, count: usize) {
     let count = u32::try_from(count).unwrap_or(u32::MAX);
     PENDING.with(|p| {
         let mut pending = p.borrow_mut();
-        let entry = pending.entry(queue_key(queue_name)).or_insert(0);
+        let entry = pending.entry(queue_key(stem)).or_insert(0);
         *entry = entry.saturating_add(count);
     });
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+unsafe extern "C-unwind" fn at_transaction_end(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
     let committed = match event {
         pg_sys::XactEvent::XACT_EVENT_COMMIT => true,
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => false,
@@ -211,7 +217,7 @@ mod pgmq {
     #[pg_extern(name = "_poll_register")]
     fn poll_register(queue_name: Option<&str>) {
         if let Some(queue_name) = queue_name {
-            super::register(queue_name);
+            super::register(&crate::queue::name::sql_lower(queue_name));
         }
     }
 
@@ -219,7 +225,10 @@ mod pgmq {
     #[pg_extern(name = "_signal_queue")]
     fn signal_queue(queue_name: Option<&str>, messages: default!(Option<i32>, 1)) {
         if let Some(queue_name) = queue_name {
-            super::sent(queue_name, messages.unwrap_or(1).max(0) as usize);
+            super::sent(
+                &crate::queue::name::sql_lower(queue_name),
+                messages.unwrap_or(1).max(0) as usize,
+            );
         }
     }
 }
@@ -229,9 +238,9 @@ mod tests {
     use super::queue_hash;
 
     #[test]
-    fn queue_hashes_ignore_case_like_table_names() {
-        assert_eq!(queue_hash("Jobs"), queue_hash("jobs"));
+    fn queue_hashes_differ_by_stem() {
         assert_ne!(queue_hash("jobs"), queue_hash("jobs2"));
+        assert_ne!(queue_hash("jobs"), queue_hash("Jobs"));
     }
 
     #[test]

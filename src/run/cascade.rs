@@ -10,8 +10,10 @@ use crate::statement::{Statement, col, first, raise};
 /// Both cascades give up after this many passes (contract quirk Q8).
 const SAFETY_LIMIT: usize = 50;
 
-static RUN_STATUS: Statement =
-    Statement::new("SELECT r.status, r.flow_slug FROM pgflow.runs r WHERE r.run_id = $1", &[UUIDOID]);
+static RUN_STATUS: Statement = Statement::new(
+    "SELECT r.status, r.flow_slug FROM pgflow.runs r WHERE r.run_id = $1",
+    &[UUIDOID],
+);
 
 // Created, dependency-free steps with a condition, with whether it is met.
 static CONDITION_CANDIDATES: Statement = Statement::new(
@@ -179,7 +181,10 @@ static MAYBE_COMPLETE: Statement = Statement::new(
 
 fn run_status(client: &mut SpiClient<'_>, run_id: pgrx::Uuid) -> Option<(String, String)> {
     let row = first(RUN_STATUS.run(client, &[run_id.into()]))?;
-    Some((col(&row, 1).unwrap_or_default(), col(&row, 2).unwrap_or_default()))
+    Some((
+        col(&row, 1).unwrap_or_default(),
+        col(&row, 2).unwrap_or_default(),
+    ))
 }
 
 /// Evaluates the conditions of ready steps until nothing changes. Returns false when a 'fail'
@@ -193,7 +198,9 @@ pub(crate) fn resolve_conditions(client: &mut SpiClient<'_>, run_id: pgrx::Uuid)
             _ => {}
         }
         if pass > SAFETY_LIMIT {
-            raise(format!("cascade_resolve_conditions exceeded safety limit of {SAFETY_LIMIT} iterations"));
+            raise(format!(
+                "cascade_resolve_conditions exceeded safety limit of {SAFETY_LIMIT} iterations"
+            ));
         }
 
         let mut fail = None;
@@ -248,7 +255,12 @@ pub(crate) fn force_skip_steps(
     };
     let table = FORCE_SKIP.run(
         client,
-        &[run_id.into(), step_slug.into(), reason.into(), flow_slug.as_str().into()],
+        &[
+            run_id.into(),
+            step_slug.into(),
+            reason.into(),
+            flow_slug.as_str().into(),
+        ],
     );
     let mut skipped = Vec::new();
     for row in table {
@@ -265,7 +277,9 @@ pub(crate) fn complete_taskless_steps(client: &mut SpiClient<'_>, run_id: pgrx::
     let mut total = 0;
     for pass in 1.. {
         if pass > SAFETY_LIMIT {
-            raise(format!("Cascade loop exceeded safety limit of {SAFETY_LIMIT} iterations"));
+            raise(format!(
+                "Cascade loop exceeded safety limit of {SAFETY_LIMIT} iterations"
+            ));
         }
         let completed = emit_events(TASKLESS_PASS.run(client, &[run_id.into()]));
         if completed == 0 {
@@ -296,19 +310,23 @@ mod pgflow {
     #[pg_extern(requires = ["pgflow_schema"])]
     fn cascade_complete_taskless_steps(run_id: Option<pgrx::Uuid>) -> i32 {
         match run_id {
-            Some(run_id) => Spi::connect_mut(|client| super::complete_taskless_steps(client, run_id)),
+            Some(run_id) => {
+                Spi::connect_mut(|client| super::complete_taskless_steps(client, run_id))
+            }
             None => 0,
         }
     }
 
     #[pg_extern(name = "_cascade_force_skip_steps", requires = ["pgflow_schema"])]
-    fn cascade_force_skip_steps(run_id: Option<pgrx::Uuid>, step_slug: Option<&str>, skip_reason: Option<&str>) -> i32 {
+    fn cascade_force_skip_steps(
+        run_id: Option<pgrx::Uuid>,
+        step_slug: Option<&str>,
+        skip_reason: Option<&str>,
+    ) -> i32 {
         let Some(run_id) = run_id else {
             raise("Run not found: <NULL>".to_string());
         };
-        Spi::connect_mut(|client| {
-            super::force_skip_steps(client, run_id, step_slug, skip_reason)
-        })
+        Spi::connect_mut(|client| super::force_skip_steps(client, run_id, step_slug, skip_reason))
     }
 
     #[pg_extern(requires = ["pgflow_schema"])]

@@ -12,7 +12,7 @@ pub mod cascade;
 pub mod start;
 pub mod tasks;
 
-use pgrx::pg_sys::{TEXTARRAYOID, UUIDOID, INT4OID, TEXTOID};
+use pgrx::pg_sys::{INT4OID, TEXTARRAYOID, TEXTOID, UUIDOID};
 use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiTupleTable};
 
 use crate::datum::{Jsonb, RawDatum, RunRow, TaskRow};
@@ -21,13 +21,12 @@ use crate::statement::{Statement, col, copy_to, first};
 
 /// Sends the event of one result row: columns 1..3 = event, topic, payload.
 pub(crate) fn emit_row(row: &SpiHeapTupleData<'_>) {
-    if crate::events::enabled() {
-        if let Some(payload) = col::<Jsonb>(row, 3) {
+    if crate::events::enabled()
+        && let Some(payload) = col::<Jsonb>(row, 3) {
             let event: String = col(row, 1).unwrap_or_default();
             let topic: String = col(row, 2).unwrap_or_default();
             events::emit(&event, &topic, payload);
         }
-    }
 }
 
 /// Sends the events of a statement's result; returns the number of rows.
@@ -64,7 +63,10 @@ static ARCHIVE_TASK_MESSAGE: Statement = Statement::new(
     &[UUIDOID, TEXTOID, INT4OID],
 );
 
-static RUN_ROW: Statement = Statement::new("SELECT r FROM pgflow.runs r WHERE r.run_id = $1", &[UUIDOID]);
+static RUN_ROW: Statement = Statement::new(
+    "SELECT r FROM pgflow.runs r WHERE r.run_id = $1",
+    &[UUIDOID],
+);
 
 static TASK_ROW: Statement = Statement::new(
     "SELECT t, t.status, t.message_id FROM pgflow.step_tasks t
@@ -78,19 +80,35 @@ pub(crate) fn archive_run_messages(client: &mut SpiClient<'_>, run_id: pgrx::Uui
 }
 
 /// Archives the messages of the queued or started tasks of some steps of a run.
-pub(crate) fn archive_step_messages(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slugs: Vec<String>) {
+pub(crate) fn archive_step_messages(
+    client: &mut SpiClient<'_>,
+    run_id: pgrx::Uuid,
+    step_slugs: Vec<String>,
+) {
     if !step_slugs.is_empty() {
         ARCHIVE_STEP_MESSAGES.run(client, &[run_id.into(), step_slugs.into()]);
     }
 }
 
 /// Archives one task's message, if it has one.
-pub(crate) fn archive_task_message(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slug: &str, task_index: i32) {
-    ARCHIVE_TASK_MESSAGE.run(client, &[run_id.into(), step_slug.into(), task_index.into()]);
+pub(crate) fn archive_task_message(
+    client: &mut SpiClient<'_>,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+    task_index: i32,
+) {
+    ARCHIVE_TASK_MESSAGE.run(
+        client,
+        &[run_id.into(), step_slug.into(), task_index.into()],
+    );
 }
 
 /// The run's row, copied into `outer`.
-pub(crate) fn run_row(client: &mut SpiClient<'_>, outer: pgrx::pg_sys::MemoryContext, run_id: pgrx::Uuid) -> Option<RunRow> {
+pub(crate) fn run_row(
+    client: &mut SpiClient<'_>,
+    outer: pgrx::pg_sys::MemoryContext,
+    run_id: pgrx::Uuid,
+) -> Option<RunRow> {
     let row = first(RUN_ROW.run(client, &[run_id.into()]))?;
     col::<RawDatum>(&row, 1).map(|d| RunRow(copy_to(outer, d.0)))
 }
@@ -109,7 +127,10 @@ pub(crate) fn task_state(
     step_slug: &str,
     task_index: i32,
 ) -> Option<TaskState> {
-    let row = first(TASK_ROW.run(client, &[run_id.into(), step_slug.into(), task_index.into()]))?;
+    let row = first(TASK_ROW.run(
+        client,
+        &[run_id.into(), step_slug.into(), task_index.into()],
+    ))?;
     Some(TaskState {
         row: TaskRow(copy_to(outer, col::<RawDatum>(&row, 1)?.0)),
         status: col(&row, 2).unwrap_or_default(),

@@ -56,7 +56,10 @@ static SEND_TASK_MESSAGES: Statement = Statement::new(
 
 static BULK_INSERT_ALLOWED: Statement = Statement::new(
     "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
-                        WHERE tgrelid = 'pgflow.step_tasks'::regclass AND NOT tgisinternal)",
+                        WHERE tgrelid = 'pgflow.step_tasks'::regclass AND NOT tgisinternal)
+        AND pg_catalog.has_function_privilege(
+                'pgflow._insert_map_tasks(pg_catalog.text,pg_catalog.uuid,pg_catalog.text,pg_catalog.int8[])',
+                'EXECUTE')",
     &[],
 );
 
@@ -80,20 +83,49 @@ static INSERT_SHARDS: Statement = Statement::new(
 );
 
 /// Enqueues a big step's tasks: messages first, then the task rows in one bulk insert.
-fn enqueue_bulk(client: &mut SpiClient<'_>, flow_slug: &str, run_id: pgrx::Uuid, step_slug: &str, tasks: i32, delay: i32, shards: i32) {
+fn enqueue_bulk(
+    client: &mut SpiClient<'_>,
+    flow_slug: &str,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+    tasks: i32,
+    delay: i32,
+    shards: i32,
+) {
     let ids: Vec<Option<i64>> = first(SEND_TASK_MESSAGES.run(
         client,
-        &[flow_slug.into(), run_id.into(), step_slug.into(), tasks.into(), delay.into()],
+        &[
+            flow_slug.into(),
+            run_id.into(),
+            step_slug.into(),
+            tasks.into(),
+            delay.into(),
+        ],
     ))
     .and_then(|row| col::<Vec<Option<i64>>>(&row, 1))
     .unwrap_or_default();
     let unchecked = first(BULK_INSERT_ALLOWED.run(client, &[]))
         .and_then(|row| col::<bool>(&row, 1))
         .unwrap_or(false);
-    let insert = if unchecked { &INSERT_MAP_TASKS_UNCHECKED } else { &INSERT_TASKS };
-    insert.run(client, &[flow_slug.into(), run_id.into(), step_slug.into(), ids.into()]);
+    let insert = if unchecked {
+        &INSERT_MAP_TASKS_UNCHECKED
+    } else {
+        &INSERT_TASKS
+    };
+    insert.run(
+        client,
+        &[
+            flow_slug.into(),
+            run_id.into(),
+            step_slug.into(),
+            ids.into(),
+        ],
+    );
     if shards > 0 {
-        INSERT_SHARDS.run(client, &[run_id.into(), step_slug.into(), tasks.into(), shards.into()]);
+        INSERT_SHARDS.run(
+            client,
+            &[run_id.into(), step_slug.into(), tasks.into(), shards.into()],
+        );
     }
 }
 
@@ -157,27 +189,41 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
     )
 }
 
-static START_AND_ENQUEUE: TableStatement = TableStatement::new("start_and_enqueue", &[UUIDOID, INT4OID, INT4OID]);
+static START_AND_ENQUEUE: TableStatement =
+    TableStatement::new("start_and_enqueue", &[UUIDOID, INT4OID, INT4OID]);
 
-static RUN_FLOW: Statement = Statement::new("SELECT r.flow_slug FROM pgflow.runs r WHERE r.run_id = $1", &[UUIDOID]);
+static RUN_FLOW: Statement = Statement::new(
+    "SELECT r.flow_slug FROM pgflow.runs r WHERE r.run_id = $1",
+    &[UUIDOID],
+);
 
 /// Starts every ready step of a run and enqueues its tasks.
 pub(crate) fn start_ready_steps(client: &mut SpiClient<'_>, run_id: pgrx::Uuid) {
-    let Some(flow_slug) = first(RUN_FLOW.run(client, &[run_id.into()])).and_then(|row| col::<String>(&row, 1)) else {
+    let Some(flow_slug) =
+        first(RUN_FLOW.run(client, &[run_id.into()])).and_then(|row| col::<String>(&row, 1))
+    else {
         return;
     };
     start_ready_steps_of(client, run_id, &flow_slug);
 }
 
 /// `start_ready_steps` when the run's flow is known.
-pub(crate) fn start_ready_steps_of(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, flow_slug: &str) {
+pub(crate) fn start_ready_steps_of(
+    client: &mut SpiClient<'_>,
+    run_id: pgrx::Uuid,
+    flow_slug: &str,
+) {
     let queue = crate::queue::name::QueueName::parse(Some(flow_slug));
     let table = queue.queue_table();
     let started = START_AND_ENQUEUE.run(
         client,
         queue.stem(),
         || start_and_enqueue_sql(&table),
-        &[run_id.into(), BULK_TASKS.into(), super::tasks::MAX_SHARDS.into()],
+        &[
+            run_id.into(),
+            BULK_TASKS.into(),
+            super::tasks::MAX_SHARDS.into(),
+        ],
     );
     let mut bulk = Vec::new();
     let mut visible_now = 0usize;
@@ -194,7 +240,9 @@ pub(crate) fn start_ready_steps_of(client: &mut SpiClient<'_>, run_id: pgrx::Uui
             visible_now += tasks as usize;
         }
     }
-    crate::queue::wake::sent(flow_slug, visible_now);
+    if visible_now > 0 {
+        crate::queue::wake::sent(&crate::queue::name::sql_lower(flow_slug), visible_now);
+    }
     for (step_slug, tasks, delay, shards) in bulk {
         enqueue_bulk(client, flow_slug, run_id, &step_slug, tasks, delay, shards);
     }
@@ -217,11 +265,21 @@ pub(crate) fn start_flow(
         match input_type.as_deref() {
             None => raise(format!("Flow {slug} has root map steps but input is NULL")),
             Some("array") => {}
-            Some(other) => raise(format!("Flow {slug} has root map steps but input is not an array (got {other})")),
+            Some(other) => raise(format!(
+                "Flow {slug} has root map steps but input is not an array (got {other})"
+            )),
         }
     }
 
-    let inserted = INSERT_RUN.run(client, &[flow_slug.into(), input.into(), run_id.into(), step_count.into()]);
+    let inserted = INSERT_RUN.run(
+        client,
+        &[
+            flow_slug.into(),
+            input.into(),
+            run_id.into(),
+            step_count.into(),
+        ],
+    );
     let mut run_id = None;
     for row in inserted {
         run_id = col::<pgrx::Uuid>(&row, 4);
@@ -271,4 +329,3 @@ mod pgflow {
         }
     }
 }
-

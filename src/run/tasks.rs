@@ -1,11 +1,14 @@
 //! start_tasks, complete_task and fail_task: the hot path of every worker.
 
+use pgrx::PgTupleDesc;
 use pgrx::pg_sys::{INT4OID, INT8ARRAYOID, JSONBOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
-use pgrx::PgTupleDesc;
 use pgrx::spi::SpiClient;
 
-use super::{archive_run_messages, archive_step_messages, archive_task_message, cascade, emit_events, emit_row, start, task_state};
+use super::{
+    archive_run_messages, archive_step_messages, archive_task_message, cascade, emit_events,
+    emit_row, start, task_state,
+};
 use crate::datum::{Jsonb, RawDatum, TaskRecord, TaskRow};
 use crate::statement::{Statement, caller_context, col, copy_to, first};
 use crate::status;
@@ -81,7 +84,10 @@ fn start_tasks(
 ) -> Vec<TaskRecord> {
     use pgrx::pg_sys;
     let claimed: Vec<Claimed> = CLAIM_TASKS
-        .run(client, &[flow_slug.into(), Some(msg_ids).into(), worker_id.into()])
+        .run(
+            client,
+            &[flow_slug.into(), Some(msg_ids).into(), worker_id.into()],
+        )
         .filter_map(|row| {
             Some(Claimed {
                 run_id: col(&row, 1)?,
@@ -101,8 +107,10 @@ fn start_tasks(
 
     let mut sources: std::collections::HashMap<(pgrx::Uuid, String), Option<pg_sys::Datum>> =
         std::collections::HashMap::new();
-    let tupdesc = PgTupleDesc::for_composite_type("pgflow.step_task_record")
-        .unwrap_or_else(|| crate::statement::internal_error("type pgflow.step_task_record is missing"));
+    let tupdesc = PgTupleDesc::for_composite_type("pgflow.step_task_record").unwrap_or_else(|| {
+        crate::statement::internal_error("type pgflow.step_task_record is missing")
+    });
+    check_record_type(&tupdesc);
     let mut records = Vec::with_capacity(claimed.len());
     for task in &claimed {
         if task.step_type != "map" {
@@ -120,12 +128,22 @@ fn start_tasks(
         }
         let key = (task.run_id, task.step_slug.clone());
         let source = *sources.entry(key).or_insert_with(|| {
-            first(MAP_SOURCE.run(client, &[task.run_id.into(), task.step_slug.as_str().into(), task.deps_count.into()]))
-                .and_then(|row| col::<RawDatum>(&row, 1))
-                .map(|d| copy_to(outer, d.0))
+            first(MAP_SOURCE.run(
+                client,
+                &[
+                    task.run_id.into(),
+                    task.step_slug.as_str().into(),
+                    task.deps_count.into(),
+                ],
+            ))
+            .and_then(|row| col::<RawDatum>(&row, 1))
+            .map(|d| copy_to(outer, d.0))
         });
         let input = source.and_then(|array| unsafe {
-            pgrx::direct_function_call_as_datum(pg_sys::jsonb_array_element, &[Some(array), task.task_index.into_datum()])
+            pgrx::direct_function_call_as_datum(
+                pg_sys::jsonb_array_element,
+                &[Some(array), task.task_index.into_datum()],
+            )
         });
         let values = [
             flow_slug.into_datum(),
@@ -141,14 +159,51 @@ fn start_tasks(
     records
 }
 
+/// The attribute types of `pgflow.step_task_record` that `form_record` fills.
+const TASK_RECORD_TYPES: [pgrx::pg_sys::Oid; 7] = [
+    pgrx::pg_sys::TEXTOID,
+    pgrx::pg_sys::UUIDOID,
+    pgrx::pg_sys::TEXTOID,
+    JSONBOID,
+    pgrx::pg_sys::INT8OID,
+    INT4OID,
+    JSONBOID,
+];
+
+/// Refuses a `step_task_record` whose attributes were altered (an owner's ALTER TYPE): forming
+/// a tuple against another descriptor would read past the values or misread them.
+fn check_record_type(tupdesc: &PgTupleDesc<'_>) {
+    let types: Vec<pgrx::pg_sys::Oid> = tupdesc
+        .iter()
+        .filter(|a| !a.attisdropped)
+        .map(|a| a.atttypid)
+        .collect();
+    if tupdesc.len() != TASK_RECORD_TYPES.len() || types != TASK_RECORD_TYPES {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            "type pgflow.step_task_record was altered",
+            "start_tasks needs its attributes to be (flow_slug text, run_id uuid, step_slug text, input jsonb, msg_id bigint, task_index integer, flow_input jsonb); restore the type's definition"
+        );
+    }
+}
+
 /// A composite datum of `tupdesc`'s type, allocated in `context`.
-fn form_record(tupdesc: &PgTupleDesc<'_>, context: pgrx::pg_sys::MemoryContext, values: &[Option<pgrx::pg_sys::Datum>]) -> pgrx::pg_sys::Datum {
+fn form_record(
+    tupdesc: &PgTupleDesc<'_>,
+    context: pgrx::pg_sys::MemoryContext,
+    values: &[Option<pgrx::pg_sys::Datum>],
+) -> pgrx::pg_sys::Datum {
     use pgrx::pg_sys;
-    let mut datums: Vec<pg_sys::Datum> = values.iter().map(|v| v.unwrap_or(pg_sys::Datum::from(0))).collect();
+    let mut datums: Vec<pg_sys::Datum> = values
+        .iter()
+        .map(|v| v.unwrap_or(pg_sys::Datum::from(0)))
+        .collect();
     let mut nulls: Vec<bool> = values.iter().map(Option::is_none).collect();
     unsafe {
         let old = pg_sys::MemoryContextSwitchTo(context);
-        let tuple = pg_sys::heap_form_tuple(tupdesc.as_ptr(), datums.as_mut_ptr(), nulls.as_mut_ptr());
+        let tuple =
+            pg_sys::heap_form_tuple(tupdesc.as_ptr(), datums.as_mut_ptr(), nulls.as_mut_ptr());
         let datum = pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data);
         pg_sys::MemoryContextSwitchTo(old);
         datum
@@ -175,9 +230,24 @@ macro_rules! task_context_sql {
     };
 }
 
-// Locks the run and the step state (in that order): every change to a run's or a step's
-// counters and status happens under these two locks.
-static LOCK_RUN_AND_STEP: Statement = Statement::new(task_context_sql!("FOR UPDATE OF r, ss"), &[UUIDOID, TEXTOID]);
+// The lock order of every transition: the run, then the step state, then tasks (and their
+// messages). Transitions that change a run or a step lock both rows FOR UPDATE first.
+// Completions of a sharded map step's tasks only take FOR KEY SHARE on the run: they don't
+// block each other, but wait for (and hold off) every FOR UPDATE holder. The one whose shard
+// runs out then takes FOR NO KEY UPDATE on both rows, which waits for other shard finishers
+// but not for the KEY SHARE holders, so no lock is ever upgraded against a waiting peer.
+static LOCK_RUN_AND_STEP: Statement = Statement::new(
+    task_context_sql!("FOR UPDATE OF r, ss"),
+    &[UUIDOID, TEXTOID],
+);
+static LOCK_RUN_AND_STEP_FOR_SHARD: Statement = Statement::new(
+    task_context_sql!("FOR NO KEY UPDATE OF r, ss"),
+    &[UUIDOID, TEXTOID],
+);
+static LOCK_RUN_SHARED: Statement = Statement::new(
+    "SELECT 1 FROM pgflow.runs r WHERE r.run_id = $1 FOR KEY SHARE",
+    &[UUIDOID],
+);
 
 // The same, lighter and without locks: whether the task belongs to a map step with shards,
 // whose completions lock nothing shared (see `complete_map_task`).
@@ -277,18 +347,39 @@ static TYPE_VIOLATION_TASK_AND_STEP: Statement = Statement::new(
 static COMPLETE_TASK_ROW: Statement = Statement::new(
     concat!(
         "UPDATE pgflow.step_tasks t SET status = 'completed', completed_at = now(), output = $4
-         WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = ", status!("started"), "
+         WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = ",
+        status!("started"),
+        "
          RETURNING t, t.message_id"
     ),
     &[UUIDOID, TEXTOID, INT4OID, JSONBOID],
 );
 
-// A map task's share of its step's countdown (one of up to `MAX_SHARDS` rows per step).
-static SHARD_TASK_DONE: Statement = Statement::new(
-    "UPDATE pgflow._step_shards SET remaining = remaining - 1
-     WHERE run_id = $1 AND step_slug = $2 AND shard = $3
-     RETURNING remaining",
-    &[UUIDOID, TEXTOID, INT4OID],
+// A task of a map step with shards completes, and counts down its shard (one of up to
+// `MAX_SHARDS` rows per step), while the run and the step are still started.
+static COMPLETE_SHARDED_TASK: Statement = Statement::new(
+    concat!(
+        "WITH task AS (
+             UPDATE pgflow.step_tasks t SET status = 'completed', completed_at = now(), output = $4
+             WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = ",
+        status!("started"),
+        "
+               AND (SELECT r.status FROM pgflow.runs r WHERE r.run_id = $1) = ",
+        status!("started"),
+        "
+               AND (SELECT ss.status FROM pgflow.step_states ss
+                    WHERE ss.run_id = $1 AND ss.step_slug = $2) = ",
+        status!("started"),
+        "
+             RETURNING t, t.message_id
+         ), shard AS (
+             UPDATE pgflow._step_shards SET remaining = remaining - 1
+             WHERE run_id = $1 AND step_slug = $2 AND shard = $5 AND EXISTS (SELECT 1 FROM task)
+             RETURNING remaining
+         )
+         SELECT task.t, task.message_id, (SELECT remaining FROM shard) FROM task"
+    ),
+    &[UUIDOID, TEXTOID, INT4OID, JSONBOID, INT4OID],
 );
 
 // Under the step lock: the step's remaining tasks are the shards' sum; at 0 the step completes
@@ -372,7 +463,8 @@ static STEP_COMPLETED: Statement = Statement::new(
 static FAIL_TASK_OF_FAILED_RUN: Statement = Statement::new(
     concat!(
         "UPDATE pgflow.step_tasks SET status = 'failed', failed_at = now(), error_message = $4
-         WHERE run_id = $1 AND step_slug = $2 AND task_index = $3 AND status = ", status!("started")
+         WHERE run_id = $1 AND step_slug = $2 AND task_index = $3 AND status = ",
+        status!("started")
     ),
     &[UUIDOID, TEXTOID, INT4OID, TEXTOID],
 );
@@ -380,7 +472,7 @@ static FAIL_TASK_OF_FAILED_RUN: Statement = Statement::new(
 // A failed attempt: back to the queue while attempts remain, else failed for good.
 static FAIL_TASK_ROW: Statement = Statement::new(
     concat!(
-    "UPDATE pgflow.step_tasks t
+        "UPDATE pgflow.step_tasks t
      SET status = CASE WHEN t.attempts_count < cfg.max_attempts THEN 'queued' ELSE 'failed' END,
          started_at = CASE WHEN t.attempts_count < cfg.max_attempts THEN NULL ELSE t.started_at END,
          failed_at = CASE WHEN t.attempts_count < cfg.max_attempts THEN NULL ELSE now() END,
@@ -388,7 +480,9 @@ static FAIL_TASK_ROW: Statement = Statement::new(
      FROM (SELECT coalesce(s.opt_max_attempts, f.opt_max_attempts) AS max_attempts
            FROM pgflow.steps s JOIN pgflow.flows f ON f.flow_slug = s.flow_slug
            WHERE s.flow_slug = $5 AND s.step_slug = $2) cfg
-     WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = ", status!("started"), "
+     WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = ",
+        status!("started"),
+        "
      RETURNING t.status"
     ),
     &[UUIDOID, TEXTOID, INT4OID, TEXTOID, TEXTOID],
@@ -471,7 +565,11 @@ pub(crate) const MAX_SHARDS: i32 = 16;
 
 /// How many shards a step with `tasks` tasks gets (0: it counts down on its step_states row).
 pub(crate) fn shard_count(step_type: &str, tasks: i32) -> i32 {
-    if step_type == "map" && tasks > 1 { tasks.min(MAX_SHARDS) } else { 0 }
+    if step_type == "map" && tasks > 1 {
+        tasks.min(MAX_SHARDS)
+    } else {
+        0
+    }
 }
 
 struct Locked {
@@ -485,8 +583,30 @@ struct Locked {
     has_conditions: bool,
 }
 
-fn task_context(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slug: &str, lock: bool) -> Option<Locked> {
-    let statement = if lock { &LOCK_RUN_AND_STEP } else { &TASK_CONTEXT };
+fn task_context(
+    client: &mut SpiClient<'_>,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+    lock: bool,
+) -> Option<Locked> {
+    task_context_locked(
+        client,
+        run_id,
+        step_slug,
+        if lock {
+            &LOCK_RUN_AND_STEP
+        } else {
+            &TASK_CONTEXT
+        },
+    )
+}
+
+fn task_context_locked(
+    client: &mut SpiClient<'_>,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+    statement: &'static Statement,
+) -> Option<Locked> {
     let row = first(statement.run(client, &[run_id.into(), step_slug.into()]))?;
     Some(Locked {
         run_status: col(&row, 1).unwrap_or_default(),
@@ -500,7 +620,11 @@ fn task_context(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slug: &str,
     })
 }
 
-fn lock_run_and_step(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slug: &str) -> Option<Locked> {
+fn lock_run_and_step(
+    client: &mut SpiClient<'_>,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+) -> Option<Locked> {
     task_context(client, run_id, step_slug, true)
 }
 
@@ -524,7 +648,15 @@ fn mark_completed(
     task_index: i32,
     output: Option<Jsonb>,
 ) -> Option<(TaskRow, Option<i64>)> {
-    let row = first(COMPLETE_TASK_ROW.run(client, &[run_id.into(), step_slug.into(), task_index.into(), output.into()]))?;
+    let row = first(COMPLETE_TASK_ROW.run(
+        client,
+        &[
+            run_id.into(),
+            step_slug.into(),
+            task_index.into(),
+            output.into(),
+        ],
+    ))?;
     let task = TaskRow(copy_to(outer, col::<RawDatum>(&row, 1)?.0));
     Some((task, col(&row, 2)))
 }
@@ -545,7 +677,10 @@ fn unchanged(
     task_index: i32,
 ) -> Option<TaskRow> {
     let task = task_state(client, outer, run_id, step_slug, task_index);
-    if task.as_ref().is_some_and(|t| t.status == "completed" && t.message_id.is_some()) {
+    if task
+        .as_ref()
+        .is_some_and(|t| t.status == "completed" && t.message_id.is_some())
+    {
         archive_task_message(client, run_id, step_slug, task_index);
     }
     task.map(|t| t.row)
@@ -564,9 +699,22 @@ pub(crate) fn complete_task(
     let context = task_context(client, run_id, step_slug, false)?;
     let shards = shard_count(&context.step_type, context.initial_tasks.unwrap_or(0));
     if shards > 0 && context.run_status == "started" && context.step_status == "started" {
-        return complete_map_task(client, outer, run_id, step_slug, task_index, output, &context, shards);
+        return complete_map_task(
+            client, outer, run_id, step_slug, task_index, output, &context, shards,
+        );
     }
+    complete_locked(client, outer, run_id, step_slug, task_index, output)
+}
 
+/// complete_task under the run and step locks.
+fn complete_locked(
+    client: &mut SpiClient<'_>,
+    outer: pgrx::pg_sys::MemoryContext,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+    task_index: i32,
+    output: Option<Jsonb>,
+) -> Option<TaskRow> {
     let locked = lock_run_and_step(client, run_id, step_slug)?;
     if locked.run_status == "failed" {
         return current_row(client, outer, run_id, step_slug, task_index);
@@ -579,7 +727,12 @@ pub(crate) fn complete_task(
     if locked.step_type == "single" && locked.feeds_map {
         let violation = first(TYPE_CHECK.run(
             client,
-            &[run_id.into(), step_slug.into(), locked.flow_slug.as_str().into(), output.into()],
+            &[
+                run_id.into(),
+                step_slug.into(),
+                locked.flow_slug.as_str().into(),
+                output.into(),
+            ],
         ));
         if let Some(row) = violation {
             let map_slug: String = col(&row, 1).unwrap_or_default();
@@ -605,17 +758,25 @@ pub(crate) fn complete_task(
     if locked.step_type == "single" {
         let Some(row) = first(COMPLETE_SINGLE.run(
             client,
-            &[run_id.into(), step_slug.into(), task_index.into(), output.into()],
+            &[
+                run_id.into(),
+                step_slug.into(),
+                task_index.into(),
+                output.into(),
+            ],
         )) else {
             return unchanged(client, outer, run_id, step_slug, task_index);
         };
         let task = TaskRow(copy_to(outer, col::<RawDatum>(&row, 1)?.0));
         let message_id: Option<i64> = col(&row, 2);
-        if crate::events::enabled() {
-            if let Some(payload) = col::<Jsonb>(&row, 3) {
-                crate::events::emit(&format!("step:{step_slug}:completed"), &format!("pgflow:run:{run_id}"), payload);
+        if crate::events::enabled()
+            && let Some(payload) = col::<Jsonb>(&row, 3) {
+                crate::events::emit(
+                    &format!("step:{step_slug}:completed"),
+                    &format!("pgflow:run:{run_id}"),
+                    payload,
+                );
             }
-        }
         let counts = StepCounts {
             remaining_steps: col(&row, 4).unwrap_or(1),
             ready: col(&row, 5).unwrap_or(0),
@@ -627,12 +788,19 @@ pub(crate) fn complete_task(
         return Some(task);
     }
 
-    let Some((task, message_id)) = mark_completed(client, outer, run_id, step_slug, task_index, output) else {
+    let Some((task, message_id)) =
+        mark_completed(client, outer, run_id, step_slug, task_index, output)
+    else {
         return unchanged(client, outer, run_id, step_slug, task_index);
     };
     let step_completed = first(STEP_TASK_DONE.run(
         client,
-        &[run_id.into(), step_slug.into(), locked.step_type.as_str().into(), output.into()],
+        &[
+            run_id.into(),
+            step_slug.into(),
+            locked.step_type.as_str().into(),
+            output.into(),
+        ],
     ))
     .and_then(|row| col::<bool>(&row, 1))
     .unwrap_or(false);
@@ -657,15 +825,32 @@ fn complete_map_task(
     context: &Locked,
     shards: i32,
 ) -> Option<TaskRow> {
-    let Some((task, message_id)) = mark_completed(client, outer, run_id, step_slug, task_index, output) else {
+    LOCK_RUN_SHARED.run(client, &[run_id.into()]);
+    let shard = task_index.rem_euclid(shards);
+    let Some(row) = first(COMPLETE_SHARDED_TASK.run(
+        client,
+        &[
+            run_id.into(),
+            step_slug.into(),
+            task_index.into(),
+            output.into(),
+            shard.into(),
+        ],
+    )) else {
+        // Not started any more, or its run or step ended meanwhile: complete_task's usual
+        // answers, without a stronger lock (that would be an upgrade against other completers).
+        let now = task_context(client, run_id, step_slug, false)?;
+        if now.run_status != "failed" && now.step_status != "started" {
+            archive_task_message(client, run_id, step_slug, task_index);
+        }
+        if now.run_status == "failed" || now.step_status != "started" {
+            return current_row(client, outer, run_id, step_slug, task_index);
+        }
         return unchanged(client, outer, run_id, step_slug, task_index);
     };
-    let shard_left: i32 = first(SHARD_TASK_DONE.run(
-        client,
-        &[run_id.into(), step_slug.into(), (task_index.rem_euclid(shards)).into()],
-    ))
-    .and_then(|row| col(&row, 1))
-    .unwrap_or(1);
+    let task = TaskRow(copy_to(outer, col::<RawDatum>(&row, 1)?.0));
+    let message_id: Option<i64> = col(&row, 2);
+    let shard_left: i32 = col(&row, 3).unwrap_or(1);
     archive_message(client, &context.flow_slug, message_id);
     if shard_left > 0 {
         return Some(task);
@@ -673,19 +858,57 @@ fn complete_map_task(
 
     // This shard is done: under the run and step locks, with a fresh snapshot that shows every
     // other shard finisher that committed before us, see whether the whole step is done.
-    let Some(locked) = lock_run_and_step(client, run_id, step_slug) else { return Some(task) };
+    let Some(locked) = task_context_locked(client, run_id, step_slug, &LOCK_RUN_AND_STEP_FOR_SHARD)
+    else {
+        return Some(task);
+    };
     if locked.run_status != "started" || locked.step_status != "started" {
         return Some(task);
     }
-    let step_completed = first(MAP_STEP_PROGRESS.run(client, &[run_id.into(), step_slug.into()]))
-        .and_then(|row| col::<bool>(&row, 1))
-        .unwrap_or(false);
+    // The step's output is one jsonb array of its tasks' outputs; past jsonb's size limit
+    // (54000) the step and the run fail instead of the completion failing again at every try.
+    let progress = crate::statement::in_subtransaction(
+        || {
+            first(MAP_STEP_PROGRESS.run(client, &[run_id.into(), step_slug.into()]))
+                .and_then(|row| col::<bool>(&row, 1))
+                .unwrap_or(false)
+        },
+        |_| true,
+    );
+    let step_completed = match progress {
+        Ok(completed) => completed,
+        Err(error)
+            if sqlstate_of(&error) == Some(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED) =>
+        {
+            let message = format!(
+                "[OUTPUT_TOO_LARGE] Map step {step_slug}: the outputs of its tasks add up to more than jsonb allows (256 MB)"
+            );
+            emit_events(STEP_AND_RUN_FAILED.run(
+                client,
+                &[run_id.into(), step_slug.into(), message.as_str().into()],
+            ));
+            archive_run_messages(client, run_id);
+            return Some(task);
+        }
+        Err(error) => error.rethrow(),
+    };
     if step_completed {
         DROP_SHARDS.run(client, &[run_id.into(), step_slug.into()]);
         let next = after_step_completed(client, run_id, step_slug, &locked);
         start_and_finish(client, run_id, &locked.flow_slug, next);
     }
     Some(task)
+}
+
+fn sqlstate_of(error: &pgrx::pg_sys::panic::CaughtError) -> Option<PgSqlErrorCode> {
+    use pgrx::pg_sys::panic::CaughtError;
+    match error {
+        CaughtError::PostgresError(report)
+        | CaughtError::ErrorReport(report)
+        | CaughtError::RustPanic {
+            ereport: report, ..
+        } => Some(report.sql_error_code()),
+    }
 }
 
 /// What remains to do after a step completed and the cascades ran.
@@ -707,9 +930,18 @@ struct StepCounts {
 }
 
 /// What follows a step's completion, up to the cascades (contract 2.3, complete_task 5c–6).
-fn after_step_completed(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slug: &str, locked: &Locked) -> Next {
+fn after_step_completed(
+    client: &mut SpiClient<'_>,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+    locked: &Locked,
+) -> Next {
     let follow_up = STEP_COMPLETED.run(client, &[run_id.into(), step_slug.into()]);
-    let mut counts = StepCounts { remaining_steps: 1, ready: 0, taskless: 0 };
+    let mut counts = StepCounts {
+        remaining_steps: 1,
+        ready: 0,
+        taskless: 0,
+    };
     for row in follow_up {
         emit_row(&row);
         counts = StepCounts {
@@ -722,7 +954,12 @@ fn after_step_completed(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, step_slu
 }
 
 /// Conditions and taskless steps after a step completed, when the flow can have them.
-fn cascades_after_step(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, locked: &Locked, counts: StepCounts) -> Next {
+fn cascades_after_step(
+    client: &mut SpiClient<'_>,
+    run_id: pgrx::Uuid,
+    locked: &Locked,
+    counts: StepCounts,
+) -> Next {
     if locked.has_conditions && !cascade::resolve_conditions(client, run_id) {
         return Next::RunFailed;
     }
@@ -730,14 +967,20 @@ fn cascades_after_step(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, locked: &
         cascade::complete_taskless_steps(client, run_id);
         return Next::CheckAll;
     }
-    Next::Continue { ready: counts.ready, remaining_steps: counts.remaining_steps }
+    Next::Continue {
+        ready: counts.ready,
+        remaining_steps: counts.remaining_steps,
+    }
 }
 
 /// Starts whatever became ready and completes the run when nothing is left.
 fn start_and_finish(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, flow_slug: &str, next: Next) {
     let (start, finish) = match next {
         Next::RunFailed => (false, false),
-        Next::Continue { ready, remaining_steps } => (ready > 0, remaining_steps == 0),
+        Next::Continue {
+            ready,
+            remaining_steps,
+        } => (ready > 0, remaining_steps == 0),
         Next::CheckAll => (true, true),
     };
     if start {
@@ -759,7 +1002,15 @@ pub(crate) fn fail_task(
     let locked = lock_run_and_step(client, run_id, step_slug)?;
     let task_args = [run_id.into(), step_slug.into(), task_index.into()];
     if locked.run_status == "failed" {
-        FAIL_TASK_OF_FAILED_RUN.run(client, &[run_id.into(), step_slug.into(), task_index.into(), error_message.into()]);
+        FAIL_TASK_OF_FAILED_RUN.run(
+            client,
+            &[
+                run_id.into(),
+                step_slug.into(),
+                task_index.into(),
+                error_message.into(),
+            ],
+        );
         archive_task_message(client, run_id, step_slug, task_index);
         return task_state(client, outer, run_id, step_slug, task_index).map(|t| t.row);
     }
@@ -785,17 +1036,30 @@ pub(crate) fn fail_task(
             STEP_RETRYING.run(client, &[run_id.into(), step_slug.into()]);
         }
         Some("failed") if locked.when_exhausted == "fail" => {
-            emit_events(STEP_AND_RUN_FAILED.run(client, &[run_id.into(), step_slug.into(), error_message.into()]));
+            emit_events(STEP_AND_RUN_FAILED.run(
+                client,
+                &[run_id.into(), step_slug.into(), error_message.into()],
+            ));
             archive_run_messages(client, run_id);
         }
         Some("failed") => {
             archive_step_messages(client, run_id, vec![step_slug.to_string()]);
-            emit_events(STEP_SKIPPED_BY_FAILURE.run(client, &[run_id.into(), step_slug.into(), error_message.into()]));
+            emit_events(STEP_SKIPPED_BY_FAILURE.run(
+                client,
+                &[run_id.into(), step_slug.into(), error_message.into()],
+            ));
             let mut go_on = true;
             if locked.when_exhausted == "skip-cascade" {
                 cascade::force_skip_steps(client, run_id, Some(step_slug), Some("handler_failed"));
             } else {
-                DEPENDENTS_OF_SKIPPED.run(client, &[run_id.into(), step_slug.into(), locked.flow_slug.as_str().into()]);
+                DEPENDENTS_OF_SKIPPED.run(
+                    client,
+                    &[
+                        run_id.into(),
+                        step_slug.into(),
+                        locked.flow_slug.as_str().into(),
+                    ],
+                );
                 if cascade::resolve_conditions(client, run_id) {
                     cascade::complete_taskless_steps(client, run_id);
                     start::start_ready_steps_of(client, run_id, &locked.flow_slug);
@@ -836,9 +1100,9 @@ mod pgflow {
     ) -> SetOfIterator<'static, TaskRecord> {
         let outer = caller_context();
         let records: Vec<TaskRecord> = match msg_ids {
-            Some(ids) if !ids.is_empty() => {
-                Spi::connect_mut(|client| super::start_tasks(client, outer, flow_slug, ids, worker_id))
-            }
+            Some(ids) if !ids.is_empty() => Spi::connect_mut(|client| {
+                super::start_tasks(client, outer, flow_slug, ids, worker_id)
+            }),
             _ => Vec::new(),
         };
         SetOfIterator::new(records)

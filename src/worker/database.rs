@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use pgrx::PgTryBuilder;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgTryBuilder;
 
 use crate::guc;
 
@@ -30,8 +30,8 @@ pub extern "C-unwind" fn pgflow_database_worker_main(arg: pg_sys::Datum) {
         }
 
         tick();
-        let prune_due =
-            last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(guc::PRUNE_INTERVAL.get() as u64));
+        let prune_due = last_prune
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(guc::PRUNE_INTERVAL.get() as u64));
         if let Some(retention) = guc::retention().filter(|_| prune_due) {
             last_prune = Some(Instant::now());
             if !prune(&retention) {
@@ -48,10 +48,12 @@ pub extern "C-unwind" fn pgflow_database_worker_main(arg: pg_sys::Datum) {
 
 fn extension_installed() -> bool {
     in_transaction(|| {
-        Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pgflow_core')")
-            .ok()
-            .flatten()
-            .unwrap_or(false)
+        Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pgflow_core')",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false)
     })
     .unwrap_or(false)
 }
@@ -61,7 +63,10 @@ fn extension_installed() -> bool {
 fn prune(retention: &str) -> bool {
     loop {
         let removed = in_transaction(|| {
-            Spi::get_one_with_args::<i32>("SELECT pgflow._prune_step($1::interval)", &[retention.into()])
+            Spi::get_one_with_args::<i32>(
+                "SELECT pgflow._prune_step($1::interval)",
+                &[retention.into()],
+            )
         });
         match removed {
             Ok(Ok(Some(n))) if n > 0 => {}
@@ -89,7 +94,11 @@ fn tick() {
     });
     match result {
         Ok(Ok(Some(summary))) => {
-            if summary.0.as_object().is_some_and(|o| o.values().any(|v| v.as_i64().unwrap_or(0) > 0)) {
+            if summary
+                .0
+                .as_object()
+                .is_some_and(|o| o.values().any(|v| v.as_i64().unwrap_or(0) > 0))
+            {
                 log!("pgflow_core worker: {}", summary.0);
             }
         }
@@ -107,15 +116,24 @@ fn in_transaction<R>(body: impl FnOnce() -> R + std::panic::UnwindSafe) -> Resul
         pg_sys::StartTransactionCommand();
         pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
     }
-    let outcome = PgTryBuilder::new(|| Ok(body()))
-        .catch_others(|caught| {
-            Err(match caught {
-                pg_sys::panic::CaughtError::PostgresError(report)
-                | pg_sys::panic::CaughtError::ErrorReport(report)
-                | pg_sys::panic::CaughtError::RustPanic { ereport: report, .. } => report.message().to_string(),
-            })
+    let outcome = PgTryBuilder::new(|| {
+        // A round never waits long behind a lock that a user's transaction holds: the statements
+        // skip locked rows where they can, and this bounds the rest (the round fails, is logged,
+        // and the next one tries again).
+        Spi::run("SELECT pg_catalog.set_config('lock_timeout', '5s', true)")
+            .map_err(|e| e.to_string())?;
+        Ok(body())
+    })
+    .catch_others(|caught| {
+        Err(match caught {
+            pg_sys::panic::CaughtError::PostgresError(report)
+            | pg_sys::panic::CaughtError::ErrorReport(report)
+            | pg_sys::panic::CaughtError::RustPanic {
+                ereport: report, ..
+            } => report.message().to_string(),
         })
-        .execute();
+    })
+    .execute();
     unsafe {
         match outcome {
             Ok(_) => {

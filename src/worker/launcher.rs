@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker, SignalWakeFlags,
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,
+    SignalWakeFlags,
 };
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -32,7 +33,11 @@ pub extern "C-unwind" fn pgflow_launcher_main(_arg: pg_sys::Datum) {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        let wanted = if guc::WORKER_ENABLED.get() { guc::worker_databases() } else { Vec::new() };
+        let wanted = if guc::WORKER_ENABLED.get() {
+            guc::worker_databases()
+        } else {
+            Vec::new()
+        };
 
         // Stop workers of databases no longer wanted.
         slots.retain(|name, slot| {
@@ -46,12 +51,19 @@ pub extern "C-unwind" fn pgflow_launcher_main(_arg: pg_sys::Datum) {
         });
 
         for name in wanted {
-            let running = slots.get(&name).and_then(|s| s.handle.as_ref()).is_some_and(|h| h.pid().is_ok());
-            let recently = slots.get(&name).is_some_and(|s| s.started_at.elapsed() < RETRY_AFTER);
+            let running = slots
+                .get(&name)
+                .and_then(|s| s.handle.as_ref())
+                .is_some_and(|h| h.pid().is_ok());
+            let recently = slots
+                .get(&name)
+                .is_some_and(|s| s.started_at.elapsed() < RETRY_AFTER);
             if running || recently {
                 continue;
             }
-            let Some(oid) = database_oid(&name) else { continue };
+            let Some(oid) = database_oid(&name) else {
+                continue;
+            };
             let handle = BackgroundWorkerBuilder::new(&format!("pgflow_core worker {name}"))
                 .set_type("pgflow_core worker")
                 .set_library(super::LIBRARY)
@@ -63,9 +75,17 @@ pub extern "C-unwind" fn pgflow_launcher_main(_arg: pg_sys::Datum) {
                 .load_dynamic()
                 .ok();
             if handle.is_none() {
-                log!("pgflow_core launcher: no free background worker slot for database \"{name}\" (raise max_worker_processes)");
+                log!(
+                    "pgflow_core launcher: no free background worker slot for database \"{name}\" (raise max_worker_processes)"
+                );
             }
-            slots.insert(name, Slot { handle, started_at: Instant::now() });
+            slots.insert(
+                name,
+                Slot {
+                    handle,
+                    started_at: Instant::now(),
+                },
+            );
         }
 
         if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
@@ -83,7 +103,10 @@ pub extern "C-unwind" fn pgflow_launcher_main(_arg: pg_sys::Datum) {
 /// (like autovacuum's launcher): a process connected to no database cannot use its indexes.
 fn database_oid(name: &str) -> Option<pg_sys::Oid> {
     BackgroundWorker::transaction(|| unsafe {
-        let rel = pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let rel = pg_sys::table_open(
+            pg_sys::DatabaseRelationId,
+            pg_sys::AccessShareLock as pg_sys::LOCKMODE,
+        );
         let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
         let mut found = None;
         loop {
@@ -92,7 +115,8 @@ fn database_oid(name: &str) -> Option<pg_sys::Oid> {
                 break;
             }
             let header = (*tuple).t_data;
-            let form = (header as *const u8).add((*header).t_hoff as usize) as *const pg_sys::FormData_pg_database;
+            let form = (header as *const u8).add((*header).t_hoff as usize)
+                as *const pg_sys::FormData_pg_database;
             let datname = std::ffi::CStr::from_ptr((*form).datname.data.as_ptr());
             if (*form).datallowconn && datname.to_bytes() == name.as_bytes() {
                 found = Some((*form).oid);

@@ -52,15 +52,21 @@ static NOTICE_CALLBACK: AtomicBool = AtomicBool::new(false);
 /// CREATE EXTENSION runs its script with client_min_messages raised to WARNING, so the notice
 /// is emitted when the creating transaction commits, after the script.
 #[pg_guard]
-unsafe extern "C-unwind" fn notice_at_commit(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+unsafe extern "C-unwind" fn notice_at_commit(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
     match event {
-        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => {
-            if NOTICE_PENDING.swap(false, Ordering::Relaxed) {
-                pg_sys::panic::ErrorReport::new(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, NOT_RUNNING, "")
-                    .set_hint(NOT_RUNNING_HINT)
-                    .report(PgLogLevel::NOTICE);
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT
+            if NOTICE_PENDING.swap(false, Ordering::Relaxed) => {
+                pg_sys::panic::ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+                    NOT_RUNNING,
+                    "",
+                )
+                .set_hint(NOT_RUNNING_HINT)
+                .report(PgLogLevel::NOTICE);
             }
-        }
         pg_sys::XactEvent::XACT_EVENT_ABORT => NOTICE_PENDING.store(false, Ordering::Relaxed),
         _ => {}
     }

@@ -33,8 +33,9 @@ SELECT is((SELECT array_agg(a.grantee::regrole::text) FROM pg_namespace n, aclex
           (SELECT ARRAY[nspowner::regrole::text, nspowner::regrole::text] FROM pg_namespace WHERE nspname = 'pgflow'),
           'no other grants on the schema: only the owner''s USAGE and CREATE');
 SELECT ok(NOT EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = 'pgflow'::regnamespace AND relacl IS NOT NULL)
-          AND NOT EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = 'pgflow'::regnamespace AND proacl IS NOT NULL),
-          'no grants on pgflow tables or functions');
+          AND NOT EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = 'pgflow'::regnamespace AND proacl IS NOT NULL
+                          AND NOT prosecdef),
+          'no grants on pgflow tables or functions (SECURITY DEFINER ones: EXECUTE revoked from PUBLIC, see 17_privileges)');
 
 SELECT results_eq(
     $$SELECT name, type FROM pg_temp.cols('pgflow.step_task_record')$$,

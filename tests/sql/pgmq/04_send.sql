@@ -1,7 +1,7 @@
 -- Sending (contract 4.2): the six send and six send_batch overloads, vt values, delays,
 -- headers, batch checks, id order, overload ambiguity, _validate_batch_params and _send_batch.
 BEGIN;
-SELECT plan(89);
+SELECT plan(93);
 SET LOCAL client_min_messages = error;
 
 -- Runs a set-returning send call; records its ids (in output order) and the clock around it.
@@ -234,6 +234,28 @@ SELECT results_eq($$SELECT msg_id, vt, headers FROM pgmq.q_sb WHERE msg_id IN (2
                   $$VALUES (270::bigint, '2030-01-01+00'::timestamptz, '{"h": 1}'::jsonb), (271, '2030-01-01+00', NULL)$$,
                   '_send_batch: vt = delay, missing headers are NULL');
 SELECT is_empty($$SELECT * FROM pgmq._send_batch('sb', ARRAY[]::jsonb[], NULL, now())$$, '_send_batch of nothing returns nothing');
+
+-- Headers pair with messages by position, whatever the arrays' subscripts or dimensions.
+SELECT pgmq.create('sb_pos');
+CREATE FUNCTION pg_temp.pairs(VARIADIC ms text[]) RETURNS TABLE(m text, h text) LANGUAGE sql AS $$
+    SELECT message ->> 'm', headers ->> 'h' FROM pgmq.q_sb_pos WHERE message ->> 'm' = ANY(ms) ORDER BY msg_id
+$$;
+SELECT pgmq.send_batch('sb_pos', ARRAY['{"m": "a"}', '{"m": "b"}']::jsonb[],
+                       '[0:1]={"{\"h\": \"A\"}","{\"h\": \"B\"}"}'::jsonb[]);
+SELECT results_eq($$SELECT * FROM pg_temp.pairs('a', 'b')$$, $$VALUES ('a', 'A'), ('b', 'B')$$,
+                  'send_batch: headers with subscripts from 0 pair by position');
+SELECT pgmq.send_batch('sb_pos', '[5:6]={"{\"m\": \"c\"}","{\"m\": \"d\"}"}'::jsonb[],
+                       ARRAY['{"h": "C"}', '{"h": "D"}']::jsonb[], 0);
+SELECT results_eq($$SELECT * FROM pg_temp.pairs('c', 'd')$$, $$VALUES ('c', 'C'), ('d', 'D')$$,
+                  'send_batch: messages with subscripts from 5 pair by position');
+SELECT pgmq.send_batch('sb_pos', ARRAY[['{"m": "e"}', '{"m": "f"}'], ['{"m": "g"}', '{"m": "h"}']]::jsonb[],
+                       ARRAY[['{"h": "E"}', '{"h": "F"}'], ['{"h": "G"}', '{"h": "H"}']]::jsonb[]);
+SELECT results_eq($$SELECT * FROM pg_temp.pairs('e', 'f', 'g', 'h')$$,
+                  $$VALUES ('e', 'E'), ('f', 'F'), ('g', 'G'), ('h', 'H')$$,
+                  'send_batch: two-dimensional arrays pair in storage order');
+SELECT pgmq._send_batch('sb_pos', ARRAY['{"m": "i"}', '{"m": "j"}']::jsonb[], '[2:2]={"{\"h\": \"I\"}"}'::jsonb[], now());
+SELECT results_eq($$SELECT * FROM pg_temp.pairs('i', 'j')$$, $$VALUES ('i', 'I'), ('j', NULL)$$,
+                  '_send_batch: a shorter headers array pairs from its first element');
 
 SELECT * FROM finish();
 ROLLBACK;
