@@ -5,8 +5,10 @@
 #   scripts/test.sh SUITE...   run only these suites (unit sql client python dump durability worker readme)
 #   SKIP_BUILD=1               reuse the installed extension
 #
-# Suites run against a dedicated cluster "pgflow_test" on port $PGFLOW_TEST_PORT (5439)
-# with pgflow_core in shared_preload_libraries.
+# Suites run against a dedicated cluster "pgflow_test" on port $PGFLOW_TEST_PORT (5439) with
+# pgflow_core in shared_preload_libraries, made afresh on every run and dropped at the end.
+# durability and worker make their own clusters the same way ($PGFLOW_DURABILITY_PORT 5440,
+# $PGFLOW_WORKER_PORT 5442, $PGFLOW_WORKER_STANDBY_PORT 5443).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -35,7 +37,10 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   bash scripts/install-extension.sh >/tmp/pgflow_core-install.log 2>&1 \
     || { cat /tmp/pgflow_core-install.log; exit 1; }
 fi
-bash scripts/cluster.sh pgflow_test "$PGFLOW_TEST_PORT"
+# A new cluster on every run: nothing may survive from an earlier one (scripts/cluster.sh stops at
+# once when the port is taken). PGFLOW_KEEP_CLUSTER=1 keeps it after the run, for debugging.
+bash scripts/cluster.sh --fresh pgflow_test "$PGFLOW_TEST_PORT"
+[ "${PGFLOW_KEEP_CLUSTER:-0}" == 1 ] || trap 'pg_dropcluster --stop 15 pgflow_test >/dev/null 2>&1 || true' EXIT
 set +e
 
 fresh_db() { # fresh_db NAME EXTENSIONS...

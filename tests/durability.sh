@@ -2,15 +2,16 @@
 # Durability of the pgmq-compatible queue layer across a clean restart and a crash.
 # Run as root:  bash tests/durability.sh      (or: SKIP_BUILD=1 bash scripts/test.sh durability)
 #
-# Uses its own cluster "pgflow_durability" on port 5440 (created by scripts/cluster.sh if
-# missing), so it never disturbs the shared test cluster, and stops it again at the end.
+# Uses its own cluster "pgflow_durability" on port $PGFLOW_DURABILITY_PORT (5440), made afresh by
+# scripts/cluster.sh --fresh on every run, so it never disturbs the shared test cluster and
+# nothing survives from an earlier run; dropped again at the end.
 # Prints TAP lines ("ok N - ...", "not ok N - ...") and exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PG_MAJOR=15
 CLUSTER=pgflow_durability
-PORT=5440
+PORT=${PGFLOW_DURABILITY_PORT:-5440}
 DB=pgflow_durability_test
 L=dur_logged      # logged queue
 U=dur_unlogged    # unlogged queue
@@ -52,7 +53,7 @@ ready() {
 
 cleanup() {
   if [ -n "$bg_pid" ] && kill -0 "$bg_pid" 2>/dev/null; then kill "$bg_pid" 2>/dev/null; wait "$bg_pid" 2>/dev/null; fi
-  pg_ctlcluster $PG_MAJOR $CLUSTER stop >/dev/null 2>&1 || true
+  pg_dropcluster --stop $PG_MAJOR $CLUSTER >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -73,7 +74,7 @@ seq_last() { sql "SELECT last_value FROM pgmq.\"q_$1_msg_id_seq\""; }
 # ------------------------------------------------------------------------------------------------
 # Cluster and database
 # ------------------------------------------------------------------------------------------------
-if bash scripts/cluster.sh $CLUSTER $PORT >/dev/null; then
+if bash scripts/cluster.sh --fresh $CLUSTER $PORT >/dev/null; then
   pass "cluster $CLUSTER is up on port $PORT"
 else
   fail "cluster $CLUSTER is up on port $PORT"; finish

@@ -2,14 +2,15 @@
 # The background worker, in a cluster of its own with pgflow_core (and pg_cron) preloaded.
 # Run as root:  bash tests/worker.sh      (or: SKIP_BUILD=1 bash scripts/test.sh worker)
 #
-# Cluster "pgflow_worker" on port 5442, stopped again at the end. Prints TAP lines and exits
+# Cluster "pgflow_worker" on port $PGFLOW_WORKER_PORT (5442), made afresh on every run and dropped
+# at the end; a standby of it on $PGFLOW_WORKER_STANDBY_PORT (5443). Prints TAP lines and exits
 # non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PG_MAJOR=15
 CLUSTER=pgflow_worker
-PORT=5442
+PORT=${PGFLOW_WORKER_PORT:-5442}
 DB=pgflow_worker_test
 LOG=/var/log/postgresql/postgresql-$PG_MAJOR-$CLUSTER.log
 
@@ -37,17 +38,16 @@ wait_for() {
 }
 worker_pid() { sql "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE backend_type = 'pgflow_core worker' AND datname = '$DB'"; }
 
-cleanup() { pg_ctlcluster $PG_MAJOR $CLUSTER stop >/dev/null 2>&1 || true; }
+cleanup() { pg_dropcluster --stop $PG_MAJOR $CLUSTER >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-bash scripts/cluster.sh $CLUSTER $PORT >/dev/null || { echo "not ok 1 - cluster starts"; exit 1; }
-admin "ALTER SYSTEM SET shared_preload_libraries = pgflow_core, pg_cron" >/dev/null
-admin "ALTER SYSTEM SET cron.database_name = '$DB'" >/dev/null
-admin "ALTER SYSTEM SET pgflow.worker_databases = '$DB'" >/dev/null
-admin "ALTER SYSTEM SET pgflow.worker_interval_ms = 200" >/dev/null
-admin "ALTER SYSTEM SET pgflow.timeout_grace = 1" >/dev/null
-admin "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-pg_ctlcluster $PG_MAJOR $CLUSTER restart
+# Settings go into postgresql.conf when the cluster is made: cron.database_name can't be set
+# with ALTER SYSTEM before pg_cron is loaded.
+bash scripts/cluster.sh --fresh $CLUSTER $PORT "$DB" "shared_preload_libraries=pgflow_core,pg_cron" \
+  "cron.database_name=$DB" "pgflow.worker_interval_ms=200" "pgflow.timeout_grace=1" >/dev/null \
+  || { echo "not ok 1 - cluster starts"; exit 1; }
+check "the cluster starts with pg_cron serving $DB" "pgflow_core,pg_cron|$DB" \
+  "$(admin "SELECT current_setting('shared_preload_libraries') || '|' || current_setting('cron.database_name')")"
 : > /dev/null
 log_start=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
 
@@ -116,10 +116,43 @@ else
   fail "a task that times out on its last attempt fails the run"
 fi
 
+# 2c. A step with a long timeout of its own is not stalled once the flow's (shorter) timeout passed.
+sql "SELECT pgflow.create_flow('long', timeout => 1); SELECT pgflow.add_step('long', 'only', timeout => 600)" >/dev/null
+run=$(sql "SELECT run_id FROM pgflow.start_flow('long', '{}')")
+sql "SELECT count(*) FROM pgflow.start_tasks('long', ARRAY(SELECT msg_id FROM pgmq.read('long', 60, 1)), '00000000-0000-0000-0000-00000000000a')" >/dev/null
+sleep 4
+check "a task of a step with timeout 600 still runs 4 s later (flow timeout 1 s, grace 1 s)" "started|0|1" \
+  "$(sql "SELECT status || '|' || requeued_count || '|' || attempts_count FROM pgflow.step_tasks WHERE run_id = '$run'")"
+check "and its message was not made visible again" 0 "$(sql "SELECT count(*) FROM pgmq.q_long WHERE vt <= clock_timestamp()")"
+
+# 2d. A run locked by a long transaction does not hold up the worker's other work.
+sql "SELECT pgflow.create_flow('locked', max_attempts => 3, base_delay => 0, timeout => 60);
+     SELECT pgflow.add_step('locked', 'only', timeout => 1)" >/dev/null
+run_a=$(sql "SELECT run_id FROM pgflow.start_flow('locked', '{}')")
+sql "SELECT count(*) FROM pgflow.start_tasks('locked', ARRAY(SELECT msg_id FROM pgmq.read('locked', 60, 1)), '00000000-0000-0000-0000-00000000000a')" >/dev/null
+"${psql_base[@]}" -d "$DB" -c "BEGIN; SELECT 1 FROM pgflow.runs WHERE run_id = '$run_a' FOR UPDATE; SELECT pg_sleep(12); COMMIT" >/dev/null 2>&1 &
+holder=$!
+sleep 0.5
+run_b=$(sql "SELECT run_id FROM pgflow.start_flow('locked', '{}')")
+sql "SELECT count(*) FROM pgflow.start_tasks('locked', ARRAY(SELECT msg_id FROM pgmq.read('locked', 60, 1)), '00000000-0000-0000-0000-00000000000a')" >/dev/null
+if wait_for 8 "(SELECT status = 'queued' AND attempts_count = 1 FROM pgflow.step_tasks WHERE run_id = '$run_b')"; then
+  pass "a timed-out task is handled while an older one's run is locked by another transaction"
+else
+  fail "a timed-out task is handled while an older one's run is locked by another transaction"
+fi
+check "the locked run's task is left alone while the lock is held" started \
+  "$(sql "SELECT status FROM pgflow.step_tasks WHERE run_id = '$run_a'")"
+wait $holder
+if wait_for 8 "(SELECT status = 'queued' FROM pgflow.step_tasks WHERE run_id = '$run_a')"; then
+  pass "once the lock is gone, the locked run's timed-out task is handled too"
+else
+  fail "once the lock is gone, the locked run's timed-out task is handled too"
+fi
+
 # 3. A failing iteration is logged and the worker goes on.
 pid_before=$(worker_pid)
-definition=$(sql "SELECT pg_get_functiondef('pgflow._requeue_stalled_tasks(interval)'::regprocedure)")
-sql "CREATE OR REPLACE FUNCTION pgflow._requeue_stalled_tasks(grace interval) RETURNS integer
+definition=$(sql "SELECT pg_get_functiondef('pgflow._requeue_stalled_tasks(interval, boolean)'::regprocedure)")
+sql "CREATE OR REPLACE FUNCTION pgflow._requeue_stalled_tasks(grace interval, leave_step_timeouts boolean DEFAULT false) RETURNS integer
      LANGUAGE plpgsql AS \$\$ BEGIN RAISE EXCEPTION 'deliberate failure for the worker test'; END \$\$" >/dev/null
 deadline=$((SECONDS + 10)); seen=no
 while [ $SECONDS -lt $deadline ]; do
@@ -215,7 +248,7 @@ admin "SELECT pg_reload_conf()" >/dev/null
 
 # 7. On a standby nothing runs; after promotion the worker starts.
 STANDBY_DIR=/var/lib/postgresql/pgflow_worker_standby
-STANDBY_PORT=5443
+STANDBY_PORT=${PGFLOW_WORKER_STANDBY_PORT:-5443}
 rm -rf "$STANDBY_DIR"
 hba=/etc/postgresql/$PG_MAJOR/$CLUSTER/pg_hba.conf
 if ! grep -q '^host *replication' "$hba"; then
