@@ -34,17 +34,22 @@ BEGIN
     IF msg_ids IS NULL OR vt_offsets IS NULL THEN
         RETURN;
     END IF;
-    IF array_length(msg_ids, 1) IS DISTINCT FROM array_length(vt_offsets, 1) THEN
+    -- IS DISTINCT FROM, spelled out: its = cannot be qualified.
+    IF (pg_catalog.array_length(msg_ids, 1) IS NULL) OPERATOR(pg_catalog.<>) (pg_catalog.array_length(vt_offsets, 1) IS NULL)
+       OR pg_catalog.array_length(msg_ids, 1) OPERATOR(pg_catalog.<>) pg_catalog.array_length(vt_offsets, 1) THEN
         RAISE EXCEPTION 'msg_ids length (%) must equal vt_offsets length (%)',
-            array_length(msg_ids, 1), array_length(vt_offsets, 1);
+            pg_catalog.array_length(msg_ids, 1), pg_catalog.array_length(vt_offsets, 1);
     END IF;
-    PERFORM pgmq._signal_queue(queue_name, cardinality(msg_ids));
-    RETURN QUERY EXECUTE format(
-        'WITH input AS (SELECT * FROM unnest($1::bigint[], $2::integer[]) AS i(msg_id, vt_offset))
+    PERFORM pgmq._signal_queue(queue_name, pg_catalog.cardinality(msg_ids));
+    -- ROWS FROM (unnest(a), unnest(b)) is what unnest(a, b) in FROM stands for; only the
+    -- unqualified spelling has that meaning.
+    RETURN QUERY EXECUTE pg_catalog.format(
+        'WITH input AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::integer[]))
+                                       AS i(msg_id, vt_offset))
          UPDATE pgmq.%I q
-         SET vt = clock_timestamp() + make_interval(secs => input.vt_offset)
+         SET vt = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => input.vt_offset)
          FROM input
-         WHERE q.msg_id = input.msg_id
+         WHERE q.msg_id OPERATOR(pg_catalog.=) input.msg_id
          RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.vt, q.message, q.headers',
         pgmq.format_table_name(queue_name, 'q'))
     USING msg_ids, vt_offsets;
@@ -330,13 +335,13 @@ $$;
 CREATE FUNCTION pgflow.track_worker_function(function_name text)
 RETURNS void LANGUAGE sql AS $$
     INSERT INTO pgflow.worker_functions (function_name, updated_at)
-    VALUES ($1, clock_timestamp())
-    ON CONFLICT (function_name) DO UPDATE SET updated_at = clock_timestamp();
+    VALUES ($1, pg_catalog.clock_timestamp())
+    ON CONFLICT (function_name) DO UPDATE SET updated_at = pg_catalog.clock_timestamp();
 $$;
 
 CREATE FUNCTION pgflow.mark_worker_stopped(worker_id uuid)
 RETURNS void LANGUAGE sql AS $$
-    UPDATE pgflow.workers SET stopped_at = clock_timestamp() WHERE workers.worker_id = $1;
+    UPDATE pgflow.workers SET stopped_at = pg_catalog.clock_timestamp() WHERE workers.worker_id OPERATOR(pg_catalog.=) $1;
 $$;
 
 CREATE FUNCTION pgflow.ensure_workers()
@@ -344,14 +349,14 @@ RETURNS TABLE(function_name text, invoked boolean, request_id bigint) LANGUAGE p
 #variable_conflict use_column
 DECLARE
     local boolean := pgflow.is_local();
-    base_url text;
-    auth_key text;
-    project_id text;
-    target record;
+    base_url pg_catalog.text;
+    auth_key pg_catalog.text;
+    project_id pg_catalog.text;
+    target pg_catalog.record;
     request bigint;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-                   WHERE n.nspname = 'net' AND p.proname = 'http_post') THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+                   WHERE n.nspname OPERATOR(pg_catalog.=) 'net' AND p.proname OPERATOR(pg_catalog.=) 'http_post') THEN
         RAISE NOTICE 'pgflow.ensure_workers: pg_net (net.http_post) is not installed, so no worker was invoked';
         RETURN;
     END IF;
@@ -359,19 +364,22 @@ BEGIN
     IF local THEN
         base_url := 'http://kong:8000/functions/v1';
     ELSE
-        IF to_regclass('vault.decrypted_secrets') IS NULL THEN
+        IF pg_catalog.to_regclass('vault.decrypted_secrets') IS NULL THEN
             RAISE NOTICE 'pgflow.ensure_workers: Supabase Vault (vault.decrypted_secrets) is not installed, so no worker was invoked';
             RETURN;
         END IF;
-        EXECUTE 'SELECT nullif(decrypted_secret, '''') FROM vault.decrypted_secrets WHERE name = $1 LIMIT 1'
+        EXECUTE 'SELECT CASE WHEN decrypted_secret OPERATOR(pg_catalog.=) '''' THEN NULL ELSE decrypted_secret END
+                 FROM vault.decrypted_secrets WHERE name OPERATOR(pg_catalog.=) $1 LIMIT 1'
             INTO project_id USING 'supabase_project_id';
-        EXECUTE 'SELECT nullif(decrypted_secret, '''') FROM vault.decrypted_secrets WHERE name = $1 LIMIT 1'
+        EXECUTE 'SELECT CASE WHEN decrypted_secret OPERATOR(pg_catalog.=) '''' THEN NULL ELSE decrypted_secret END
+                 FROM vault.decrypted_secrets WHERE name OPERATOR(pg_catalog.=) $1 LIMIT 1'
             INTO auth_key USING 'pgflow_auth_secret';
         IF auth_key IS NULL THEN
-            EXECUTE 'SELECT nullif(decrypted_secret, '''') FROM vault.decrypted_secrets WHERE name = $1 LIMIT 1'
+            EXECUTE 'SELECT CASE WHEN decrypted_secret OPERATOR(pg_catalog.=) '''' THEN NULL ELSE decrypted_secret END
+                 FROM vault.decrypted_secrets WHERE name OPERATOR(pg_catalog.=) $1 LIMIT 1'
                 INTO auth_key USING 'supabase_service_role_key';
         END IF;
-        base_url := 'https://' || project_id || '.supabase.co/functions/v1';
+        base_url := 'https://' OPERATOR(pg_catalog.||) project_id OPERATOR(pg_catalog.||) '.supabase.co/functions/v1';
         IF base_url IS NULL OR auth_key IS NULL THEN
             RETURN;
         END IF;
@@ -382,21 +390,23 @@ BEGIN
         FROM pgflow.worker_functions wf
         WHERE wf.enabled
           AND (local OR (
-                (wf.last_invoked_at IS NULL OR wf.last_invoked_at < now() - wf.debounce)
+                (wf.last_invoked_at IS NULL
+                 OR wf.last_invoked_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) wf.debounce))
                 AND NOT EXISTS (SELECT 1 FROM pgflow.workers w
-                                WHERE w.function_name = wf.function_name
+                                WHERE w.function_name OPERATOR(pg_catalog.=) wf.function_name
                                   AND w.stopped_at IS NULL AND w.deprecated_at IS NULL
-                                  AND w.last_heartbeat_at > now() - wf.debounce)))
+                                  AND w.last_heartbeat_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) wf.debounce))))
         ORDER BY wf.function_name
     LOOP
         EXECUTE 'SELECT net.http_post(url => $1, headers => $2, body => $3)'
             INTO request
-            USING base_url || '/' || target.name,
-                  CASE WHEN local THEN '{}'::jsonb
-                       ELSE jsonb_build_object('Content-Type', 'application/json',
-                                               'Authorization', 'Bearer ' || auth_key) END,
-                  '{}'::jsonb;
-        UPDATE pgflow.worker_functions wf SET last_invoked_at = clock_timestamp() WHERE wf.function_name = target.name;
+            USING base_url OPERATOR(pg_catalog.||) '/' OPERATOR(pg_catalog.||) target.name,
+                  CASE WHEN local THEN '{}'::pg_catalog.jsonb
+                       ELSE pg_catalog.jsonb_build_object('Content-Type', 'application/json',
+                                                          'Authorization', 'Bearer ' OPERATOR(pg_catalog.||) auth_key) END,
+                  '{}'::pg_catalog.jsonb;
+        UPDATE pgflow.worker_functions wf SET last_invoked_at = pg_catalog.clock_timestamp()
+        WHERE wf.function_name OPERATOR(pg_catalog.=) target.name;
         function_name := target.name;
         invoked := true;
         request_id := request;

@@ -175,7 +175,7 @@ CREATE FUNCTION pgflow.prune_data_older_than(retention_interval interval)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     LOOP
-        EXIT WHEN pgflow._prune_step(retention_interval) = 0;
+        EXIT WHEN pgflow._prune_step(retention_interval) OPERATOR(pg_catalog.=) 0;
     END LOOP;
 END;
 $$;

@@ -104,17 +104,17 @@ CREATE TYPE pgmq.metrics_result AS (
 CREATE FUNCTION pgmq.format_table_name(queue_name text, prefix text)
 RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
-    IF queue_name ~ '\$|;|--|''' THEN
+    IF queue_name OPERATOR(pg_catalog.~) '\$|;|--|''' THEN
         RAISE EXCEPTION 'queue name contains invalid characters: $, ;, --, or \''';
     END IF;
-    RETURN lower(prefix || '_' || queue_name);
+    RETURN pg_catalog.lower(prefix OPERATOR(pg_catalog.||) '_' OPERATOR(pg_catalog.||) queue_name);
 END;
 $$;
 
 CREATE FUNCTION pgmq.validate_queue_name(queue_name text)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    IF length(queue_name) > 47 THEN
+    IF pg_catalog.length(queue_name) OPERATOR(pg_catalog.>) 47 THEN
         RAISE EXCEPTION 'queue name is too long, maximum length is 47 characters';
     END IF;
 END;
@@ -137,13 +137,13 @@ $$;
 CREATE FUNCTION pgmq.acquire_queue_lock(queue_name text)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('pgmq.queue_' || queue_name));
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgmq.queue_' OPERATOR(pg_catalog.||) queue_name));
 END;
 $$;
 
 CREATE FUNCTION pgmq._extension_exists(extension_name text)
 RETURNS boolean LANGUAGE sql AS $$
-    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = extension_name)
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) extension_name)
 $$;
 
 CREATE FUNCTION pgmq._belongs_to_pgmq(table_name text)
@@ -152,13 +152,13 @@ BEGIN
     RETURN EXISTS (
         SELECT 1
         FROM pg_catalog.pg_depend d
-        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
-        JOIN pg_catalog.pg_class c ON c.oid = d.objid
-        WHERE d.classid = 'pg_catalog.pg_class'::regclass
-          AND d.refclassid = 'pg_catalog.pg_extension'::regclass
-          AND d.deptype = 'e'
-          AND e.extname = 'pgmq'
-          AND c.relname = _belongs_to_pgmq.table_name);
+        JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+        JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) d.objid
+        WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+          AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+          AND d.deptype OPERATOR(pg_catalog.=) 'e'
+          AND e.extname OPERATOR(pg_catalog.=) 'pgmq'
+          AND c.relname OPERATOR(pg_catalog.=) _belongs_to_pgmq.table_name);
 END;
 $$;
 
@@ -170,37 +170,37 @@ $$;
 CREATE FUNCTION pgmq._create_queue_tables(queue_name text, unlogged boolean)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    qtable text := pgmq.format_table_name(queue_name, 'q');
-    atable text := pgmq.format_table_name(queue_name, 'a');
+    qtable pg_catalog.text := pgmq.format_table_name(queue_name, 'q');
+    atable pg_catalog.text := pgmq.format_table_name(queue_name, 'a');
 BEGIN
     PERFORM pgmq.validate_queue_name(queue_name);
     PERFORM pgmq._check_queue_name_bytes(queue_name);
     PERFORM pgmq.acquire_queue_lock(queue_name);
 
-    EXECUTE format(
+    EXECUTE pg_catalog.format(
         'CREATE %s TABLE IF NOT EXISTS pgmq.%I (
             msg_id       bigint PRIMARY KEY GENERATED ALWAYS AS IDENTITY,
             read_ct      integer NOT NULL DEFAULT 0,
-            enqueued_at  timestamptz NOT NULL DEFAULT now(),
-            last_read_at timestamptz,
-            vt           timestamptz NOT NULL,
-            message      jsonb,
-            headers      jsonb)',
+            enqueued_at  pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+            last_read_at pg_catalog.timestamptz,
+            vt           pg_catalog.timestamptz NOT NULL,
+            message      pg_catalog.jsonb,
+            headers      pg_catalog.jsonb)',
         CASE WHEN unlogged THEN 'UNLOGGED' ELSE '' END, qtable);
-    EXECUTE format(
+    EXECUTE pg_catalog.format(
         'CREATE TABLE IF NOT EXISTS pgmq.%I (
             msg_id       bigint PRIMARY KEY,
             read_ct      integer NOT NULL DEFAULT 0,
-            enqueued_at  timestamptz NOT NULL DEFAULT now(),
-            last_read_at timestamptz,
-            archived_at  timestamptz NOT NULL DEFAULT now(),
-            vt           timestamptz NOT NULL,
-            message      jsonb,
-            headers      jsonb)',
+            enqueued_at  pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+            last_read_at pg_catalog.timestamptz,
+            archived_at  pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+            vt           pg_catalog.timestamptz NOT NULL,
+            message      pg_catalog.jsonb,
+            headers      pg_catalog.jsonb)',
         atable);
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (vt ASC)', qtable || '_vt_idx', qtable);
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (archived_at)',
-                   'archived_at_idx_' || queue_name, atable);
+    EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (vt ASC)', qtable OPERATOR(pg_catalog.||) '_vt_idx', qtable);
+    EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (archived_at)',
+                   'archived_at_idx_' OPERATOR(pg_catalog.||) queue_name, atable);
 
     INSERT INTO pgmq.meta (queue_name, is_partitioned, is_unlogged)
     VALUES (_create_queue_tables.queue_name, false, unlogged)
@@ -232,36 +232,37 @@ $$;
 CREATE FUNCTION pgmq.drop_queue(queue_name text)
 RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
-    qtable text := pgmq.format_table_name(queue_name, 'q');
-    atable text := pgmq.format_table_name(queue_name, 'a');
+    qtable pg_catalog.text := pgmq.format_table_name(queue_name, 'q');
+    atable pg_catalog.text := pgmq.format_table_name(queue_name, 'a');
     partitioned boolean;
-    partman_schema text;
+    partman_schema pg_catalog.text;
 BEGIN
     PERFORM pgmq.acquire_queue_lock(queue_name);
 
     SELECT m.is_partitioned INTO partitioned
-    FROM pgmq.meta m WHERE m.queue_name = drop_queue.queue_name;
+    FROM pgmq.meta m WHERE m.queue_name OPERATOR(pg_catalog.=) drop_queue.queue_name;
 
     IF NOT EXISTS (
         SELECT 1 FROM pg_catalog.pg_class c
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'pgmq' AND c.relname = qtable AND c.relkind IN ('r', 'p', 'v', 'f')
+        JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+        WHERE n.nspname OPERATOR(pg_catalog.=) 'pgmq' AND c.relname OPERATOR(pg_catalog.=) qtable
+          AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,v,f}'::pg_catalog."char"[])
     ) THEN
         RAISE NOTICE 'pgmq queue `%` does not exist', queue_name;
         RETURN false;
     END IF;
 
-    EXECUTE format('DROP TABLE IF EXISTS pgmq.%I', qtable);
-    EXECUTE format('DROP TABLE IF EXISTS pgmq.%I', atable);
+    EXECUTE pg_catalog.format('DROP TABLE IF EXISTS pgmq.%I', qtable);
+    EXECUTE pg_catalog.format('DROP TABLE IF EXISTS pgmq.%I', atable);
     PERFORM pgmq._forget_queue_plans(queue_name);
 
-    DELETE FROM pgmq.meta m WHERE m.queue_name = drop_queue.queue_name;
+    DELETE FROM pgmq.meta m WHERE m.queue_name OPERATOR(pg_catalog.=) drop_queue.queue_name;
 
     IF partitioned THEN
         partman_schema := pgmq._get_pg_partman_schema();
         IF partman_schema IS NOT NULL THEN
-            EXECUTE format('DELETE FROM %I.part_config WHERE parent_table IN ($1, $2)', partman_schema)
-            USING 'pgmq.' || qtable, 'pgmq.' || atable;
+            EXECUTE pg_catalog.format('DELETE FROM %I.part_config WHERE parent_table OPERATOR(pg_catalog.=) ANY (ARRAY[$1, $2])', partman_schema)
+            USING 'pgmq.' OPERATOR(pg_catalog.||) qtable, 'pgmq.' OPERATOR(pg_catalog.||) atable;
         END IF;
     END IF;
     RETURN true;
@@ -280,11 +281,11 @@ $$;
 CREATE FUNCTION pgmq.purge_queue(queue_name text)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
-    qtable text := pgmq.format_table_name(queue_name, 'q');
+    qtable pg_catalog.text := pgmq.format_table_name(queue_name, 'q');
     purged bigint;
 BEGIN
-    EXECUTE format('SELECT count(*) FROM pgmq.%I', qtable) INTO purged;
-    EXECUTE format('TRUNCATE TABLE pgmq.%I', qtable);
+    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM pgmq.%I', qtable) INTO purged;
+    EXECUTE pg_catalog.format('TRUNCATE TABLE pgmq.%I', qtable);
     RETURN purged;
 END;
 $$;
@@ -311,12 +312,12 @@ $$;
 CREATE FUNCTION pgmq._validate_batch_params(msgs jsonb[], headers jsonb[])
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    IF msgs IS NULL OR cardinality(msgs) = 0 THEN
+    IF msgs IS NULL OR pg_catalog.cardinality(msgs) OPERATOR(pg_catalog.=) 0 THEN
         RAISE EXCEPTION 'msgs cannot be NULL or empty';
     END IF;
-    IF headers IS NOT NULL AND cardinality(headers) <> cardinality(msgs) THEN
+    IF headers IS NOT NULL AND pg_catalog.cardinality(headers) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(msgs) THEN
         RAISE EXCEPTION 'headers array length (%) must match msgs array length (%)',
-            cardinality(headers), cardinality(msgs);
+            pg_catalog.cardinality(headers), pg_catalog.cardinality(msgs);
     END IF;
 END;
 $$;
@@ -352,19 +353,19 @@ $$;
 CREATE FUNCTION pgmq.read_grouped(queue_name text, vt integer, qty integer)
 RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
 DECLARE
-    qtable text := pgmq.format_table_name(queue_name, 'q');
+    qtable pg_catalog.text := pgmq.format_table_name(queue_name, 'q');
 BEGIN
-    RETURN QUERY EXECUTE format(
+    RETURN QUERY EXECUTE pg_catalog.format(
         $q$
         WITH visible_heads AS (
-            SELECT h.msg_id, coalesce(h.headers->>'x-pgmq-group', '_default_fifo_group') AS grp
+            SELECT h.msg_id, COALESCE(h.headers OPERATOR(pg_catalog.->>) 'x-pgmq-group', '_default_fifo_group') AS grp
             FROM pgmq.%1$I h
-            WHERE h.vt <= clock_timestamp()
-              AND h.msg_id IN (
-                  SELECT DISTINCT ON (coalesce(s.headers->>'x-pgmq-group', '_default_fifo_group')) s.msg_id
+            WHERE h.vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
+              AND h.msg_id OPERATOR(pg_catalog.=) ANY (
+                  SELECT DISTINCT ON (COALESCE(s.headers OPERATOR(pg_catalog.->>) 'x-pgmq-group', '_default_fifo_group')) s.msg_id
                   FROM pgmq.%1$I s
-                  WHERE s.vt <= clock_timestamp()
-                  ORDER BY coalesce(s.headers->>'x-pgmq-group', '_default_fifo_group'), s.msg_id)
+                  WHERE s.vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
+                  ORDER BY COALESCE(s.headers OPERATOR(pg_catalog.->>) 'x-pgmq-group', '_default_fifo_group'), s.msg_id)
             FOR UPDATE SKIP LOCKED
         ),
         open_groups AS (
@@ -372,29 +373,29 @@ BEGIN
             FROM visible_heads vh
             WHERE NOT EXISTS (
                 SELECT 1 FROM pgmq.%1$I e
-                WHERE coalesce(e.headers->>'x-pgmq-group', '_default_fifo_group') = vh.grp
-                  AND e.msg_id < vh.msg_id
-                  AND e.vt > clock_timestamp())
+                WHERE COALESCE(e.headers OPERATOR(pg_catalog.->>) 'x-pgmq-group', '_default_fifo_group') OPERATOR(pg_catalog.=) vh.grp
+                  AND e.msg_id OPERATOR(pg_catalog.<) vh.msg_id
+                  AND e.vt OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp())
         ),
         chosen AS (
             SELECT m.msg_id
             FROM pgmq.%1$I m
-            JOIN open_groups g ON coalesce(m.headers->>'x-pgmq-group', '_default_fifo_group') = g.grp
-            WHERE m.vt <= clock_timestamp() AND m.msg_id >= g.head_id
+            JOIN open_groups g ON COALESCE(m.headers OPERATOR(pg_catalog.->>) 'x-pgmq-group', '_default_fifo_group') OPERATOR(pg_catalog.=) g.grp
+            WHERE m.vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() AND m.msg_id OPERATOR(pg_catalog.>=) g.head_id
             ORDER BY g.head_id, m.msg_id
             LIMIT $2
         ),
         locked AS (
             SELECT l.msg_id FROM pgmq.%1$I l
-            WHERE l.msg_id IN (SELECT msg_id FROM chosen)
+            WHERE l.msg_id OPERATOR(pg_catalog.=) ANY (SELECT msg_id FROM chosen)
             FOR UPDATE SKIP LOCKED
         )
         UPDATE pgmq.%1$I m
-        SET vt = clock_timestamp() + make_interval(secs => $1),
-            read_ct = m.read_ct + 1,
-            last_read_at = clock_timestamp()
+        SET vt = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $1),
+            read_ct = m.read_ct OPERATOR(pg_catalog.+) 1,
+            last_read_at = pg_catalog.clock_timestamp()
         FROM locked
-        WHERE m.msg_id = locked.msg_id
+        WHERE m.msg_id OPERATOR(pg_catalog.=) locked.msg_id
         RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers
         $q$, qtable)
     USING vt, qty;
@@ -407,62 +408,62 @@ $$;
 CREATE FUNCTION pgmq.read_grouped_rr(queue_name text, vt integer, qty integer)
 RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
 DECLARE
-    qtable text := pgmq.format_table_name(queue_name, 'q');
-    locked_groups text[];
+    qtable pg_catalog.text := pgmq.format_table_name(queue_name, 'q');
+    locked_groups pg_catalog.text[];
 BEGIN
-    EXECUTE format(
+    EXECUTE pg_catalog.format(
         $q$
-        SELECT coalesce(array_agg(h.grp), '{}')
+        SELECT coalesce(pg_catalog.array_agg(h.grp), '{}')
         FROM (SELECT DISTINCT ON (grp) msg_id, vt, grp
-              FROM (SELECT s.msg_id, s.vt, coalesce(s.headers->>'x-pgmq-group', '_default_fifo_group') AS grp
+              FROM (SELECT s.msg_id, s.vt, COALESCE(s.headers OPERATOR(pg_catalog.->>) 'x-pgmq-group', '_default_fifo_group') AS grp
                     FROM pgmq.%1$I s) all_msgs
               ORDER BY grp, msg_id) h
-        WHERE h.vt <= clock_timestamp()
-          AND pg_try_advisory_xact_lock(hashtextextended(h.grp, 0))
+        WHERE h.vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
+          AND pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended(h.grp, 0))
         $q$, qtable)
     INTO locked_groups;
-    IF cardinality(locked_groups) = 0 THEN
+    IF pg_catalog.cardinality(locked_groups) OPERATOR(pg_catalog.=) 0 THEN
         RETURN;
     END IF;
 
-    RETURN QUERY EXECUTE format(
+    RETURN QUERY EXECUTE pg_catalog.format(
         $q$
         WITH heads AS (
             SELECT DISTINCT ON (grp) msg_id, vt, grp
-            FROM (SELECT s.msg_id, s.vt, coalesce(s.headers->>'x-pgmq-group', '_default_fifo_group') AS grp
+            FROM (SELECT s.msg_id, s.vt, COALESCE(s.headers OPERATOR(pg_catalog.->>) 'x-pgmq-group', '_default_fifo_group') AS grp
                   FROM pgmq.%1$I s) all_msgs
             ORDER BY grp, msg_id
         ),
         open_groups AS (
             SELECT h.msg_id AS head_id, h.grp
             FROM heads h
-            WHERE h.vt <= clock_timestamp() AND h.grp = ANY($3)
+            WHERE h.vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() AND h.grp OPERATOR(pg_catalog.=) ANY($3)
         ),
         ranked AS (
             SELECT m.msg_id, g.head_id,
-                   row_number() OVER (PARTITION BY g.grp ORDER BY m.msg_id) AS pos
+                   pg_catalog.row_number() OVER (PARTITION BY g.grp ORDER BY m.msg_id) AS pos
             FROM pgmq.%1$I m
-            JOIN open_groups g ON coalesce(m.headers->>'x-pgmq-group', '_default_fifo_group') = g.grp
-            WHERE m.vt <= clock_timestamp() AND m.msg_id >= g.head_id
+            JOIN open_groups g ON COALESCE(m.headers OPERATOR(pg_catalog.->>) 'x-pgmq-group', '_default_fifo_group') OPERATOR(pg_catalog.=) g.grp
+            WHERE m.vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() AND m.msg_id OPERATOR(pg_catalog.>=) g.head_id
         ),
         chosen AS (
-            SELECT r.msg_id, row_number() OVER (ORDER BY r.pos, r.head_id) AS sel_order
+            SELECT r.msg_id, pg_catalog.row_number() OVER (ORDER BY r.pos, r.head_id) AS sel_order
             FROM ranked r
             ORDER BY r.pos, r.head_id
             LIMIT $2
         ),
         locked AS (
             SELECT l.msg_id, c.sel_order
-            FROM pgmq.%1$I l JOIN chosen c ON c.msg_id = l.msg_id
+            FROM pgmq.%1$I l JOIN chosen c ON c.msg_id OPERATOR(pg_catalog.=) l.msg_id
             FOR UPDATE OF l SKIP LOCKED
         ),
         updated AS (
             UPDATE pgmq.%1$I m
-            SET vt = clock_timestamp() + make_interval(secs => $1),
-                read_ct = m.read_ct + 1,
-                last_read_at = clock_timestamp()
+            SET vt = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $1),
+                read_ct = m.read_ct OPERATOR(pg_catalog.+) 1,
+                last_read_at = pg_catalog.clock_timestamp()
             FROM locked
-            WHERE m.msg_id = locked.msg_id AND m.vt <= clock_timestamp()
+            WHERE m.msg_id OPERATOR(pg_catalog.=) locked.msg_id AND m.vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
             RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers,
                       locked.sel_order
         )
@@ -477,28 +478,28 @@ $$;
 CREATE FUNCTION pgmq.read_grouped_head(queue_name text, vt integer, qty integer)
 RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
 DECLARE
-    qtable text := pgmq.format_table_name(queue_name, 'q');
+    qtable pg_catalog.text := pgmq.format_table_name(queue_name, 'q');
 BEGIN
-    RETURN QUERY EXECUTE format(
+    RETURN QUERY EXECUTE pg_catalog.format(
         $q$
         WITH heads AS (
-            SELECT DISTINCT ON (coalesce(s.headers->>'x-pgmq-group', '_default_fifo_group')) s.msg_id
+            SELECT DISTINCT ON (COALESCE(s.headers OPERATOR(pg_catalog.->>) 'x-pgmq-group', '_default_fifo_group')) s.msg_id
             FROM pgmq.%1$I s
-            ORDER BY coalesce(s.headers->>'x-pgmq-group', '_default_fifo_group'), s.msg_id
+            ORDER BY COALESCE(s.headers OPERATOR(pg_catalog.->>) 'x-pgmq-group', '_default_fifo_group'), s.msg_id
         ),
         claimed AS (
             SELECT c.msg_id FROM pgmq.%1$I c
-            WHERE c.msg_id IN (SELECT msg_id FROM heads) AND c.vt <= clock_timestamp()
+            WHERE c.msg_id OPERATOR(pg_catalog.=) ANY (SELECT msg_id FROM heads) AND c.vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
             ORDER BY c.msg_id
             LIMIT $2
             FOR UPDATE SKIP LOCKED
         )
         UPDATE pgmq.%1$I m
-        SET vt = clock_timestamp() + make_interval(secs => $1),
-            read_ct = m.read_ct + 1,
-            last_read_at = clock_timestamp()
+        SET vt = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $1),
+            read_ct = m.read_ct OPERATOR(pg_catalog.+) 1,
+            last_read_at = pg_catalog.clock_timestamp()
         FROM claimed
-        WHERE m.msg_id = claimed.msg_id
+        WHERE m.msg_id OPERATOR(pg_catalog.=) claimed.msg_id
         RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers
         $q$, qtable)
     USING vt, qty;
@@ -510,19 +511,19 @@ CREATE FUNCTION pgmq._read_grouped_with_poll(
     strategy text, queue_name text, vt integer, qty integer, max_poll_seconds integer, poll_interval_ms integer)
 RETURNS SETOF pgmq.message_record LANGUAGE plpgsql AS $$
 DECLARE
-    deadline timestamptz := clock_timestamp() + make_interval(secs => max_poll_seconds);
+    deadline pg_catalog.timestamptz := pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => max_poll_seconds);
     got boolean;
 BEGIN
     PERFORM pgmq._check_poll_args(max_poll_seconds, poll_interval_ms);
     PERFORM pgmq._poll_register(queue_name);
     LOOP
-        EXIT WHEN clock_timestamp() >= deadline;
+        EXIT WHEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.>=) deadline;
         -- An attempt that claims nothing is rolled back, releasing what it locked.
         got := false;
         BEGIN
-            IF strategy = 'rr' THEN
+            IF strategy OPERATOR(pg_catalog.=) 'rr' THEN
                 RETURN QUERY SELECT * FROM pgmq.read_grouped_rr(queue_name, vt, qty);
-            ELSIF strategy = 'head' THEN
+            ELSIF strategy OPERATOR(pg_catalog.=) 'head' THEN
                 RETURN QUERY SELECT * FROM pgmq.read_grouped_head(queue_name, vt, qty);
             ELSE
                 RETURN QUERY SELECT * FROM pgmq.read_grouped(queue_name, vt, qty);
@@ -570,10 +571,10 @@ $$;
 CREATE FUNCTION pgmq._create_fifo_index_if_not_exists(queue_name text)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    qtable text := pgmq.format_table_name(queue_name, 'q');
+    qtable pg_catalog.text := pgmq.format_table_name(queue_name, 'q');
 BEGIN
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I USING GIN (headers)',
-                   qtable || '_fifo_idx', qtable);
+    EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I USING GIN (headers)',
+                   qtable OPERATOR(pg_catalog.||) '_fifo_idx', qtable);
 END;
 $$;
 
@@ -587,7 +588,7 @@ $$;
 CREATE FUNCTION pgmq.create_fifo_indexes_all()
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    q record;
+    q pg_catalog.record;
 BEGIN
     FOR q IN SELECT m.queue_name FROM pgmq.meta m ORDER BY m.queue_name LOOP
         PERFORM pgmq._create_fifo_index_if_not_exists(q.queue_name);
@@ -602,29 +603,31 @@ $$;
 CREATE FUNCTION pgmq.metrics(queue_name text)
 RETURNS pgmq.metrics_result LANGUAGE plpgsql AS $$
 DECLARE
-    qtable text := pgmq.format_table_name(queue_name, 'q');
-    atable text := pgmq.format_table_name(queue_name, 'a');
+    qtable pg_catalog.text := pgmq.format_table_name(queue_name, 'q');
+    atable pg_catalog.text := pgmq.format_table_name(queue_name, 'a');
     result pgmq.metrics_result;
 BEGIN
-    EXECUTE format(
-        'SELECT $1::text,
-                count(*),
-                extract(epoch FROM now() - max(enqueued_at))::integer,
-                extract(epoch FROM now() - min(enqueued_at))::integer,
-                coalesce(pg_catalog.pg_sequence_last_value(%L::regclass), 0),
-                now(),
-                count(*) FILTER (WHERE vt <= now()),
+    EXECUTE pg_catalog.format(
+        'SELECT $1::pg_catalog.text,
+                pg_catalog.count(*),
+                extract(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.max(enqueued_at))::integer,
+                extract(epoch FROM pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.min(enqueued_at))::integer,
+                coalesce(pg_catalog.pg_sequence_last_value(%L::pg_catalog.regclass), 0),
+                pg_catalog.now(),
+                pg_catalog.count(*) FILTER (WHERE vt OPERATOR(pg_catalog.<=) pg_catalog.now()),
                 NULL::bigint
          FROM pgmq.%I',
-        format('pgmq.%I', qtable || '_msg_id_seq'), qtable)
+        pg_catalog.format('pgmq.%I', qtable OPERATOR(pg_catalog.||) '_msg_id_seq'), qtable)
     INTO result
     USING queue_name;
 
-    IF to_regclass(format('pgmq.%I', qtable || '_default')) IS NOT NULL THEN
-        SELECT sum(greatest(c.reltuples, 0))::bigint INTO result.default_partition_length
+    IF pg_catalog.to_regclass(pg_catalog.format('pgmq.%I', qtable OPERATOR(pg_catalog.||) '_default')) IS NOT NULL THEN
+        SELECT pg_catalog.sum(greatest(c.reltuples, 0))::bigint INTO result.default_partition_length
         FROM pg_catalog.pg_class c
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'pgmq' AND c.relname IN (qtable || '_default', atable || '_default');
+        JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+        WHERE n.nspname OPERATOR(pg_catalog.=) 'pgmq'
+          AND c.relname OPERATOR(pg_catalog.=) ANY (ARRAY[qtable OPERATOR(pg_catalog.||) '_default',
+                                                          atable OPERATOR(pg_catalog.||) '_default']);
     END IF;
     RETURN result;
 END;
@@ -633,7 +636,7 @@ $$;
 CREATE FUNCTION pgmq.metrics_all()
 RETURNS SETOF pgmq.metrics_result LANGUAGE plpgsql AS $$
 DECLARE
-    q record;
+    q pg_catalog.record;
 BEGIN
     FOR q IN SELECT m.queue_name FROM pgmq.meta m LOOP
         RETURN NEXT pgmq.metrics(q.queue_name);
@@ -649,24 +652,25 @@ $$;
 CREATE FUNCTION pgmq.notify_queue_listeners()
 RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    key text;
-    channel text;
+    key pg_catalog.text;
+    channel pg_catalog.text;
 BEGIN
-    IF TG_NARGS > 0 THEN
+    IF TG_NARGS OPERATOR(pg_catalog.>) 0 THEN
         key := TG_ARGV[0];
-        channel := 'pgmq.q_' || key || '.' || TG_OP;
+        channel := 'pgmq.q_' OPERATOR(pg_catalog.||) key OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) TG_OP;
     ELSE
-        key := substr(TG_TABLE_NAME, 3);
-        channel := 'pgmq.' || TG_TABLE_NAME || '.' || TG_OP;
+        key := pg_catalog.substr(TG_TABLE_NAME, 3);
+        channel := 'pgmq.' OPERATOR(pg_catalog.||) TG_TABLE_NAME OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) TG_OP;
     END IF;
 
     UPDATE pgmq.notify_insert_throttle t
-    SET last_notified_at = clock_timestamp()
-    WHERE t.queue_name = key
-      AND (t.throttle_interval_ms = 0
-           OR clock_timestamp() - t.last_notified_at >= make_interval(secs => t.throttle_interval_ms / 1000.0));
+    SET last_notified_at = pg_catalog.clock_timestamp()
+    WHERE t.queue_name OPERATOR(pg_catalog.=) key
+      AND (t.throttle_interval_ms OPERATOR(pg_catalog.=) 0
+           OR (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) t.last_notified_at)
+              OPERATOR(pg_catalog.>=) pg_catalog.make_interval(secs => t.throttle_interval_ms OPERATOR(pg_catalog./) 1000.0));
     IF FOUND THEN
-        PERFORM pg_notify(channel, NULL);
+        PERFORM pg_catalog.pg_notify(channel, NULL);
     END IF;
     RETURN NEW;
 END;
@@ -675,24 +679,24 @@ $$;
 CREATE FUNCTION pgmq.disable_notify_insert(queue_name text)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    EXECUTE format('DROP TRIGGER IF EXISTS trigger_notify_queue_insert_listeners ON pgmq.%I',
+    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS trigger_notify_queue_insert_listeners ON pgmq.%I',
                    pgmq.format_table_name(queue_name, 'q'));
-    DELETE FROM pgmq.notify_insert_throttle t WHERE t.queue_name = disable_notify_insert.queue_name;
+    DELETE FROM pgmq.notify_insert_throttle t WHERE t.queue_name OPERATOR(pg_catalog.=) disable_notify_insert.queue_name;
 END;
 $$;
 
 CREATE FUNCTION pgmq.enable_notify_insert(queue_name text, throttle_interval_ms integer DEFAULT 250)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    qtable text := pgmq.format_table_name(queue_name, 'q');
+    qtable pg_catalog.text := pgmq.format_table_name(queue_name, 'q');
 BEGIN
-    IF throttle_interval_ms < 0 THEN
+    IF throttle_interval_ms OPERATOR(pg_catalog.<) 0 THEN
         RAISE EXCEPTION 'throttle_interval_ms must be non-negative';
     END IF;
     IF NOT EXISTS (
         SELECT 1 FROM pg_catalog.pg_class c
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'pgmq' AND c.relname = qtable
+        JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+        WHERE n.nspname OPERATOR(pg_catalog.=) 'pgmq' AND c.relname OPERATOR(pg_catalog.=) qtable
     ) THEN
         RAISE EXCEPTION 'Queue "%" does not exist. Create it first using pgmq.create()', queue_name;
     END IF;
@@ -700,12 +704,12 @@ BEGIN
     PERFORM pgmq.disable_notify_insert(queue_name);
 
     INSERT INTO pgmq.notify_insert_throttle AS t (queue_name, throttle_interval_ms, last_notified_at)
-    VALUES (enable_notify_insert.queue_name, enable_notify_insert.throttle_interval_ms, to_timestamp(0))
+    VALUES (enable_notify_insert.queue_name, enable_notify_insert.throttle_interval_ms, pg_catalog.to_timestamp(0))
     ON CONFLICT ON CONSTRAINT notify_insert_throttle_queue_name_key DO UPDATE
     SET throttle_interval_ms = EXCLUDED.throttle_interval_ms,
-        last_notified_at = to_timestamp(0);
+        last_notified_at = pg_catalog.to_timestamp(0);
 
-    EXECUTE format(
+    EXECUTE pg_catalog.format(
         'CREATE CONSTRAINT TRIGGER trigger_notify_queue_insert_listeners
          AFTER INSERT ON pgmq.%I DEFERRABLE FOR EACH ROW
          EXECUTE PROCEDURE pgmq.notify_queue_listeners(%L)',
@@ -716,16 +720,16 @@ $$;
 CREATE FUNCTION pgmq.update_notify_insert(queue_name text, throttle_interval_ms integer)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    IF throttle_interval_ms < 0 THEN
+    IF throttle_interval_ms OPERATOR(pg_catalog.<) 0 THEN
         RAISE EXCEPTION 'throttle_interval_ms must be non-negative, got: %', throttle_interval_ms;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name = update_notify_insert.queue_name) THEN
+    IF NOT EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name OPERATOR(pg_catalog.=) update_notify_insert.queue_name) THEN
         RAISE EXCEPTION 'Queue "%" does not exist. Create the queue first using pgmq.create()', queue_name;
     END IF;
     UPDATE pgmq.notify_insert_throttle t
     SET throttle_interval_ms = update_notify_insert.throttle_interval_ms,
-        last_notified_at = to_timestamp(0)
-    WHERE t.queue_name = update_notify_insert.queue_name;
+        last_notified_at = pg_catalog.to_timestamp(0)
+    WHERE t.queue_name OPERATOR(pg_catalog.=) update_notify_insert.queue_name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'Queue "%" does not have notify_insert enabled. Enable it first using pgmq.enable_notify_insert()', queue_name;
     END IF;
@@ -735,7 +739,7 @@ $$;
 CREATE FUNCTION pgmq.list_notify_insert_throttles()
 RETURNS TABLE(queue_name text, throttle_interval_ms integer, last_notified_at timestamptz)
 LANGUAGE sql STABLE AS $$
-    SELECT t.queue_name::text, t.throttle_interval_ms, t.last_notified_at
+    SELECT t.queue_name::pg_catalog.text, t.throttle_interval_ms, t.last_notified_at
     FROM pgmq.notify_insert_throttle t
     ORDER BY t.queue_name;
 $$;
@@ -747,22 +751,22 @@ $$;
 CREATE FUNCTION pgmq.validate_routing_key(routing_key text)
 RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-    IF routing_key IS NULL OR routing_key = '' THEN
+    IF routing_key IS NULL OR routing_key OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'routing_key cannot be NULL or empty';
     END IF;
-    IF length(routing_key) > 255 THEN
-        RAISE EXCEPTION 'routing_key length cannot exceed 255 characters, got % characters', length(routing_key);
+    IF pg_catalog.length(routing_key) OPERATOR(pg_catalog.>) 255 THEN
+        RAISE EXCEPTION 'routing_key length cannot exceed 255 characters, got % characters', pg_catalog.length(routing_key);
     END IF;
-    IF routing_key !~ '^[a-zA-Z0-9._-]+$' THEN
+    IF routing_key OPERATOR(pg_catalog.!~) '^[a-zA-Z0-9._-]+$' THEN
         RAISE EXCEPTION 'routing_key contains invalid characters. Only alphanumeric, dots, hyphens, and underscores are allowed. Got: %', routing_key;
     END IF;
-    IF left(routing_key, 1) = '.' THEN
+    IF pg_catalog.left(routing_key, 1) OPERATOR(pg_catalog.=) '.' THEN
         RAISE EXCEPTION 'routing_key cannot start with a dot. Got: %', routing_key;
     END IF;
-    IF right(routing_key, 1) = '.' THEN
+    IF pg_catalog.right(routing_key, 1) OPERATOR(pg_catalog.=) '.' THEN
         RAISE EXCEPTION 'routing_key cannot end with a dot. Got: %', routing_key;
     END IF;
-    IF strpos(routing_key, '..') > 0 THEN
+    IF pg_catalog.strpos(routing_key, '..') OPERATOR(pg_catalog.>) 0 THEN
         RAISE EXCEPTION 'routing_key cannot contain consecutive dots. Got: %', routing_key;
     END IF;
     RETURN true;
@@ -772,31 +776,31 @@ $$;
 CREATE FUNCTION pgmq.validate_topic_pattern(pattern text)
 RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-    IF pattern IS NULL OR pattern = '' THEN
+    IF pattern IS NULL OR pattern OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'pattern cannot be NULL or empty';
     END IF;
-    IF length(pattern) > 255 THEN
-        RAISE EXCEPTION 'pattern length cannot exceed 255 characters, got % characters', length(pattern);
+    IF pg_catalog.length(pattern) OPERATOR(pg_catalog.>) 255 THEN
+        RAISE EXCEPTION 'pattern length cannot exceed 255 characters, got % characters', pg_catalog.length(pattern);
     END IF;
-    IF pattern !~ '^[a-zA-Z0-9._*#-]+$' THEN
+    IF pattern OPERATOR(pg_catalog.!~) '^[a-zA-Z0-9._*#-]+$' THEN
         RAISE EXCEPTION 'pattern contains invalid characters. Only alphanumeric, dots, hyphens, underscores, *, and # are allowed. Got: %', pattern;
     END IF;
-    IF left(pattern, 1) = '.' THEN
+    IF pg_catalog.left(pattern, 1) OPERATOR(pg_catalog.=) '.' THEN
         RAISE EXCEPTION 'pattern cannot start with a dot. Got: %', pattern;
     END IF;
-    IF right(pattern, 1) = '.' THEN
+    IF pg_catalog.right(pattern, 1) OPERATOR(pg_catalog.=) '.' THEN
         RAISE EXCEPTION 'pattern cannot end with a dot. Got: %', pattern;
     END IF;
-    IF strpos(pattern, '..') > 0 THEN
+    IF pg_catalog.strpos(pattern, '..') OPERATOR(pg_catalog.>) 0 THEN
         RAISE EXCEPTION 'pattern cannot contain consecutive dots. Got: %', pattern;
     END IF;
-    IF strpos(pattern, '**') > 0 THEN
+    IF pg_catalog.strpos(pattern, '**') OPERATOR(pg_catalog.>) 0 THEN
         RAISE EXCEPTION 'pattern cannot contain consecutive stars (**). Use # for multi-segment matching. Got: %', pattern;
     END IF;
-    IF strpos(pattern, '##') > 0 THEN
+    IF pg_catalog.strpos(pattern, '##') OPERATOR(pg_catalog.>) 0 THEN
         RAISE EXCEPTION 'pattern cannot contain consecutive hashes (##). A single # already matches zero or more segments. Got: %', pattern;
     END IF;
-    IF strpos(pattern, '*#') > 0 OR strpos(pattern, '#*') > 0 THEN
+    IF pg_catalog.strpos(pattern, '*#') OPERATOR(pg_catalog.>) 0 OR pg_catalog.strpos(pattern, '#*') OPERATOR(pg_catalog.>) 0 THEN
         RAISE EXCEPTION 'pattern cannot contain adjacent wildcards (*# or #*). Separate wildcards with dots. Got: %', pattern;
     END IF;
     RETURN true;
@@ -807,10 +811,10 @@ CREATE FUNCTION pgmq.bind_topic(pattern text, queue_name text)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pgmq.validate_topic_pattern(pattern);
-    IF queue_name IS NULL OR queue_name = '' THEN
+    IF queue_name IS NULL OR queue_name OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'queue_name cannot be NULL or empty';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name = bind_topic.queue_name) THEN
+    IF NOT EXISTS (SELECT 1 FROM pgmq.meta m WHERE m.queue_name OPERATOR(pg_catalog.=) bind_topic.queue_name) THEN
         RAISE EXCEPTION 'Queue "%" does not exist. Create the queue first using pgmq.create()', queue_name;
     END IF;
     INSERT INTO pgmq.topic_bindings (pattern, queue_name)
@@ -822,14 +826,14 @@ $$;
 CREATE FUNCTION pgmq.unbind_topic(pattern text, queue_name text)
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
-    IF pattern IS NULL OR pattern = '' THEN
+    IF pattern IS NULL OR pattern OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'pattern cannot be NULL or empty';
     END IF;
-    IF queue_name IS NULL OR queue_name = '' THEN
+    IF queue_name IS NULL OR queue_name OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'queue_name cannot be NULL or empty';
     END IF;
     DELETE FROM pgmq.topic_bindings b
-    WHERE b.pattern = unbind_topic.pattern AND b.queue_name = unbind_topic.queue_name;
+    WHERE b.pattern OPERATOR(pg_catalog.=) unbind_topic.pattern AND b.queue_name OPERATOR(pg_catalog.=) unbind_topic.queue_name;
     RETURN FOUND;
 END;
 $$;
@@ -842,7 +846,7 @@ BEGIN
     RETURN QUERY
         SELECT b.pattern, b.queue_name, b.compiled_regex
         FROM pgmq.topic_bindings b
-        WHERE test_routing.routing_key ~ b.compiled_regex
+        WHERE test_routing.routing_key OPERATOR(pg_catalog.~) b.compiled_regex
         ORDER BY b.pattern;
 END;
 $$;
@@ -860,30 +864,30 @@ RETURNS TABLE(pattern text, queue_name text, bound_at timestamptz, compiled_rege
 LANGUAGE sql STABLE AS $$
     SELECT b.pattern, b.queue_name, b.bound_at, b.compiled_regex
     FROM pgmq.topic_bindings b
-    WHERE b.queue_name = $1
+    WHERE b.queue_name OPERATOR(pg_catalog.=) $1
     ORDER BY b.bound_at DESC, b.pattern;
 $$;
 
 CREATE FUNCTION pgmq.send_topic(routing_key text, msg jsonb, headers jsonb, delay integer)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
-    target record;
+    target pg_catalog.record;
     matched integer := 0;
 BEGIN
     PERFORM pgmq.validate_routing_key(routing_key);
     IF msg IS NULL THEN
         RAISE EXCEPTION 'msg cannot be NULL';
     END IF;
-    IF delay < 0 THEN
+    IF delay OPERATOR(pg_catalog.<) 0 THEN
         RAISE EXCEPTION 'delay cannot be negative, got: %', delay;
     END IF;
     FOR target IN
         SELECT DISTINCT b.queue_name FROM pgmq.topic_bindings b
-        WHERE send_topic.routing_key ~ b.compiled_regex
+        WHERE send_topic.routing_key OPERATOR(pg_catalog.~) b.compiled_regex
         ORDER BY b.queue_name
     LOOP
         PERFORM pgmq.send(target.queue_name, msg, headers, delay);
-        matched := matched + 1;
+        matched := matched OPERATOR(pg_catalog.+) 1;
     END LOOP;
     RETURN matched;
 END;
@@ -891,24 +895,24 @@ $$;
 
 CREATE FUNCTION pgmq.send_topic(routing_key text, msg jsonb)
 RETURNS integer LANGUAGE sql AS $$
-    SELECT pgmq.send_topic(routing_key, msg, NULL::jsonb, 0);
+    SELECT pgmq.send_topic(routing_key, msg, NULL::pg_catalog.jsonb, 0);
 $$;
 
 CREATE FUNCTION pgmq.send_topic(routing_key text, msg jsonb, delay integer)
 RETURNS integer LANGUAGE sql AS $$
-    SELECT pgmq.send_topic(routing_key, msg, NULL::jsonb, delay);
+    SELECT pgmq.send_topic(routing_key, msg, NULL::pg_catalog.jsonb, delay);
 $$;
 
 CREATE FUNCTION pgmq.send_batch_topic(routing_key text, msgs jsonb[], headers jsonb[], delay timestamptz)
 RETURNS TABLE(queue_name text, msg_id bigint) LANGUAGE plpgsql AS $$
 DECLARE
-    target record;
+    target pg_catalog.record;
 BEGIN
     PERFORM pgmq.validate_routing_key(routing_key);
     PERFORM pgmq._validate_batch_params(msgs, headers);
     FOR target IN
         SELECT DISTINCT b.queue_name AS name FROM pgmq.topic_bindings b
-        WHERE send_batch_topic.routing_key ~ b.compiled_regex
+        WHERE send_batch_topic.routing_key OPERATOR(pg_catalog.~) b.compiled_regex
         ORDER BY b.queue_name
     LOOP
         RETURN QUERY
@@ -920,29 +924,29 @@ $$;
 
 CREATE FUNCTION pgmq.send_batch_topic(routing_key text, msgs jsonb[])
 RETURNS TABLE(queue_name text, msg_id bigint) LANGUAGE sql AS $$
-    SELECT * FROM pgmq.send_batch_topic(routing_key, msgs, NULL::jsonb[], clock_timestamp());
+    SELECT * FROM pgmq.send_batch_topic(routing_key, msgs, NULL::pg_catalog.jsonb[], pg_catalog.clock_timestamp());
 $$;
 
 CREATE FUNCTION pgmq.send_batch_topic(routing_key text, msgs jsonb[], headers jsonb[])
 RETURNS TABLE(queue_name text, msg_id bigint) LANGUAGE sql AS $$
-    SELECT * FROM pgmq.send_batch_topic(routing_key, msgs, headers, clock_timestamp());
+    SELECT * FROM pgmq.send_batch_topic(routing_key, msgs, headers, pg_catalog.clock_timestamp());
 $$;
 
 CREATE FUNCTION pgmq.send_batch_topic(routing_key text, msgs jsonb[], delay integer)
 RETURNS TABLE(queue_name text, msg_id bigint) LANGUAGE sql AS $$
-    SELECT * FROM pgmq.send_batch_topic(routing_key, msgs, NULL::jsonb[],
-                                        clock_timestamp() + make_interval(secs => delay));
+    SELECT * FROM pgmq.send_batch_topic(routing_key, msgs, NULL::pg_catalog.jsonb[],
+                                        pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => delay));
 $$;
 
 CREATE FUNCTION pgmq.send_batch_topic(routing_key text, msgs jsonb[], delay timestamptz)
 RETURNS TABLE(queue_name text, msg_id bigint) LANGUAGE sql AS $$
-    SELECT * FROM pgmq.send_batch_topic(routing_key, msgs, NULL::jsonb[], delay);
+    SELECT * FROM pgmq.send_batch_topic(routing_key, msgs, NULL::pg_catalog.jsonb[], delay);
 $$;
 
 CREATE FUNCTION pgmq.send_batch_topic(routing_key text, msgs jsonb[], headers jsonb[], delay integer)
 RETURNS TABLE(queue_name text, msg_id bigint) LANGUAGE sql AS $$
     SELECT * FROM pgmq.send_batch_topic(routing_key, msgs, headers,
-                                        clock_timestamp() + make_interval(secs => delay));
+                                        pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => delay));
 $$;
 
 ---------------------------------------------------------------------------------------------------
@@ -970,14 +974,14 @@ $$;
 
 CREATE FUNCTION pgmq._get_pg_partman_major_version()
 RETURNS integer LANGUAGE sql AS $$
-    SELECT split_part(extversion, '.', 1)::integer FROM pg_catalog.pg_extension WHERE extname = 'pg_partman'
+    SELECT pg_catalog.split_part(extversion, '.', 1)::integer FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_partman'
 $$;
 
 CREATE FUNCTION pgmq._get_pg_partman_schema()
 RETURNS text LANGUAGE sql AS $$
-    SELECT n.nspname::text
-    FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
-    WHERE e.extname = 'pg_partman'
+    SELECT n.nspname::pg_catalog.text
+    FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+    WHERE e.extname OPERATOR(pg_catalog.=) 'pg_partman'
 $$;
 
 -- Registers parent_table with pg_partman and sets its retention (shared by the partitioned paths).
@@ -986,18 +990,18 @@ CREATE FUNCTION pgmq._partman_register(
     retention_interval text, keep_index boolean, infinite boolean)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    partman text := pgmq._get_pg_partman_schema();
+    partman pg_catalog.text := pgmq._get_pg_partman_schema();
 BEGIN
-    EXECUTE format(
+    EXECUTE pg_catalog.format(
         'SELECT %I.create_parent(p_parent_table => $1, p_control => $2, p_interval => $3, p_premake => $4, p_type => $5)',
         partman)
     USING parent_table, control_col, partition_interval, premake,
-          CASE WHEN pgmq._get_pg_partman_major_version() = 5 THEN 'range' ELSE 'native' END;
-    EXECUTE format(
+          CASE WHEN pgmq._get_pg_partman_major_version() OPERATOR(pg_catalog.=) 5 THEN 'range' ELSE 'native' END;
+    EXECUTE pg_catalog.format(
         'UPDATE %I.part_config
          SET retention = $1, retention_keep_table = false, retention_keep_index = $2,
              automatic_maintenance = ''on'', infinite_time_partitions = infinite_time_partitions OR $3
-         WHERE parent_table = $4',
+         WHERE parent_table OPERATOR(pg_catalog.=) $4',
         partman)
     USING retention_interval, keep_index, infinite, parent_table;
 END;
@@ -1008,55 +1012,55 @@ CREATE FUNCTION pgmq.create_partitioned(
     retention_interval text DEFAULT '100000', premake integer DEFAULT 4)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    qtable text := pgmq.format_table_name(queue_name, 'q');
-    atable text := pgmq.format_table_name(queue_name, 'a');
-    col text;
-    archive_col text;
+    qtable pg_catalog.text := pgmq.format_table_name(queue_name, 'q');
+    atable pg_catalog.text := pgmq.format_table_name(queue_name, 'a');
+    col pg_catalog.text;
+    archive_col pg_catalog.text;
 BEGIN
     PERFORM pgmq.validate_queue_name(queue_name);
     PERFORM pgmq._check_queue_name_bytes(queue_name);
     PERFORM pgmq.acquire_queue_lock(queue_name);
     PERFORM pgmq._ensure_pg_partman_installed();
-    IF premake < 1 THEN
+    IF premake OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'premake must be at least 1, got %', premake;
     END IF;
     col := pgmq._get_partition_col(partition_interval);
 
-    EXECUTE format(
+    EXECUTE pg_catalog.format(
         'CREATE TABLE IF NOT EXISTS pgmq.%I (
             msg_id       bigint NOT NULL GENERATED BY DEFAULT AS IDENTITY,
             read_ct      integer NOT NULL DEFAULT 0,
-            enqueued_at  timestamptz NOT NULL DEFAULT now(),
-            last_read_at timestamptz,
-            vt           timestamptz NOT NULL,
-            message      jsonb,
-            headers      jsonb) PARTITION BY RANGE (%I)',
+            enqueued_at  pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+            last_read_at pg_catalog.timestamptz,
+            vt           pg_catalog.timestamptz NOT NULL,
+            message      pg_catalog.jsonb,
+            headers      pg_catalog.jsonb) PARTITION BY RANGE (%I)',
         qtable, col);
-    PERFORM pgmq._partman_register('pgmq.' || qtable, col, partition_interval, premake,
+    PERFORM pgmq._partman_register('pgmq.' OPERATOR(pg_catalog.||) qtable, col, partition_interval, premake,
                                    retention_interval, true, false);
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (%I)', qtable || '_part_idx', qtable, col);
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (vt ASC)', qtable || '_vt_idx', qtable);
+    EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (%I)', qtable OPERATOR(pg_catalog.||) '_part_idx', qtable, col);
+    EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (vt ASC)', qtable OPERATOR(pg_catalog.||) '_vt_idx', qtable);
 
     INSERT INTO pgmq.meta (queue_name, is_partitioned, is_unlogged)
     VALUES (create_partitioned.queue_name, true, false)
     ON CONFLICT DO NOTHING;
 
-    archive_col := CASE WHEN col = 'enqueued_at' THEN 'archived_at' ELSE 'msg_id' END;
-    EXECUTE format(
+    archive_col := CASE WHEN col OPERATOR(pg_catalog.=) 'enqueued_at' THEN 'archived_at' ELSE 'msg_id' END;
+    EXECUTE pg_catalog.format(
         'CREATE TABLE IF NOT EXISTS pgmq.%I (
             msg_id       bigint NOT NULL,
             read_ct      integer NOT NULL DEFAULT 0,
-            enqueued_at  timestamptz NOT NULL DEFAULT now(),
-            last_read_at timestamptz,
-            archived_at  timestamptz NOT NULL DEFAULT now(),
-            vt           timestamptz NOT NULL,
-            message      jsonb,
-            headers      jsonb) PARTITION BY RANGE (%I)',
+            enqueued_at  pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+            last_read_at pg_catalog.timestamptz,
+            archived_at  pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+            vt           pg_catalog.timestamptz NOT NULL,
+            message      pg_catalog.jsonb,
+            headers      pg_catalog.jsonb) PARTITION BY RANGE (%I)',
         atable, archive_col);
-    PERFORM pgmq._partman_register('pgmq.' || atable, archive_col, partition_interval, premake,
+    PERFORM pgmq._partman_register('pgmq.' OPERATOR(pg_catalog.||) atable, archive_col, partition_interval, premake,
                                    retention_interval, true, false);
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (archived_at)',
-                   'archived_at_idx_' || queue_name, atable);
+    EXECUTE pg_catalog.format('CREATE INDEX IF NOT EXISTS %I ON pgmq.%I (archived_at)',
+                   'archived_at_idx_' OPERATOR(pg_catalog.||) queue_name, atable);
 END;
 $$;
 
@@ -1065,37 +1069,37 @@ CREATE FUNCTION pgmq.convert_archive_partitioned(
     retention_interval text DEFAULT '100000', leading_partition integer DEFAULT 10)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    atable text := pgmq.format_table_name(table_name, 'a');
-    col text;
-    kind "char";
+    atable pg_catalog.text := pgmq.format_table_name(table_name, 'a');
+    col pg_catalog.text;
+    kind pg_catalog."char";
 BEGIN
     SELECT c.relkind INTO kind
-    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = 'pgmq' AND c.relname = atable;
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+    WHERE n.nspname OPERATOR(pg_catalog.=) 'pgmq' AND c.relname OPERATOR(pg_catalog.=) atable;
 
-    IF kind = 'p' THEN
+    IF kind OPERATOR(pg_catalog.=) 'p' THEN
         RAISE NOTICE 'Table %s is already partitioned', atable;
         RETURN;
     END IF;
-    IF kind IS NULL OR kind <> 'r' THEN
+    IF kind IS NULL OR kind OPERATOR(pg_catalog.<>) 'r' THEN
         RAISE NOTICE 'Table %s does not exists', atable;
         RETURN;
     END IF;
     PERFORM pgmq._ensure_pg_partman_installed();
 
-    col := CASE WHEN pgmq._get_partition_col(partition_interval) = 'msg_id' THEN 'msg_id' ELSE 'archived_at' END;
-    EXECUTE format('ALTER TABLE pgmq.%I RENAME TO %I', atable, atable || '_old');
-    EXECUTE format(
+    col := CASE WHEN pgmq._get_partition_col(partition_interval) OPERATOR(pg_catalog.=) 'msg_id' THEN 'msg_id' ELSE 'archived_at' END;
+    EXECUTE pg_catalog.format('ALTER TABLE pgmq.%I RENAME TO %I', atable, atable OPERATOR(pg_catalog.||) '_old');
+    EXECUTE pg_catalog.format(
         'CREATE TABLE pgmq.%I (LIKE pgmq.%I %s) PARTITION BY RANGE (%I)',
-        atable, atable || '_old',
-        CASE WHEN col = 'archived_at'
+        atable, atable OPERATOR(pg_catalog.||) '_old',
+        CASE WHEN col OPERATOR(pg_catalog.=) 'archived_at'
              THEN 'INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS'
              ELSE 'INCLUDING ALL' END,
         col);
-    EXECUTE format('ALTER INDEX pgmq.%I RENAME TO %I',
-                   'archived_at_idx_' || table_name, 'archived_at_idx_' || table_name || '_old');
-    EXECUTE format('CREATE INDEX %I ON pgmq.%I (archived_at)', 'archived_at_idx_' || table_name, atable);
-    PERFORM pgmq._partman_register('pgmq.' || atable, col, partition_interval, 4,
+    EXECUTE pg_catalog.format('ALTER INDEX pgmq.%I RENAME TO %I',
+                   'archived_at_idx_' OPERATOR(pg_catalog.||) table_name, 'archived_at_idx_' OPERATOR(pg_catalog.||) table_name OPERATOR(pg_catalog.||) '_old');
+    EXECUTE pg_catalog.format('CREATE INDEX %I ON pgmq.%I (archived_at)', 'archived_at_idx_' OPERATOR(pg_catalog.||) table_name, atable);
+    PERFORM pgmq._partman_register('pgmq.' OPERATOR(pg_catalog.||) atable, col, partition_interval, 4,
                                    retention_interval, false, true);
 END;
 $$;

@@ -305,6 +305,30 @@ pub fn in_subtransaction<R>(
     result
 }
 
+/// Runs `body` with `search_path` set to '', as `SET search_path = ''` on a function does, for
+/// functions whose catalogue entry must not carry that setting (the contract gives them none):
+/// their statements then can't resolve a name to a look-alike in a caller's schema. An error
+/// restores the setting with the (sub)transaction's abort.
+pub fn with_empty_search_path<R>(body: impl FnOnce() -> R) -> R {
+    let level = unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        level
+    };
+    let result = body();
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
+    result
+}
+
 pub fn internal_error(message: &str) -> ! {
     ereport!(
         ERROR,

@@ -114,12 +114,13 @@ pub fn check_batch(msgs: &Option<JsonbArray>, headers: &Option<JsonbArray>) {
         raise("msgs cannot be NULL or empty".into());
     }
     if let Some(headers) = headers
-        && headers.len() != count {
-            raise(format!(
-                "headers array length ({}) must match msgs array length ({count})",
-                headers.len()
-            ));
-        }
+        && headers.len() != count
+    {
+        raise(format!(
+            "headers array length ({}) must match msgs array length ({count})",
+            headers.len()
+        ));
+    }
 }
 
 static SEND_ONE: TableStatement = TableStatement::new(

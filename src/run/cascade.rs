@@ -307,12 +307,14 @@ mod pgflow {
         }
     }
 
+    // The contract gives this function and _cascade_force_skip_steps no search_path; they run
+    // their statements with an empty one all the same.
     #[pg_extern(requires = ["pgflow_schema"])]
     fn cascade_complete_taskless_steps(run_id: Option<pgrx::Uuid>) -> i32 {
         match run_id {
-            Some(run_id) => {
+            Some(run_id) => crate::statement::with_empty_search_path(|| {
                 Spi::connect_mut(|client| super::complete_taskless_steps(client, run_id))
-            }
+            }),
             None => 0,
         }
     }
@@ -326,7 +328,11 @@ mod pgflow {
         let Some(run_id) = run_id else {
             raise("Run not found: <NULL>".to_string());
         };
-        Spi::connect_mut(|client| super::force_skip_steps(client, run_id, step_slug, skip_reason))
+        crate::statement::with_empty_search_path(|| {
+            Spi::connect_mut(|client| {
+                super::force_skip_steps(client, run_id, step_slug, skip_reason)
+            })
+        })
     }
 
     #[pg_extern(requires = ["pgflow_schema"])]

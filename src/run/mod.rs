@@ -22,11 +22,12 @@ use crate::statement::{Statement, col, copy_to, first};
 /// Sends the event of one result row: columns 1..3 = event, topic, payload.
 pub(crate) fn emit_row(row: &SpiHeapTupleData<'_>) {
     if crate::events::enabled()
-        && let Some(payload) = col::<Jsonb>(row, 3) {
-            let event: String = col(row, 1).unwrap_or_default();
-            let topic: String = col(row, 2).unwrap_or_default();
-            events::emit(&event, &topic, payload);
-        }
+        && let Some(payload) = col::<Jsonb>(row, 3)
+    {
+        let event: String = col(row, 1).unwrap_or_default();
+        let topic: String = col(row, 2).unwrap_or_default();
+        events::emit(&event, &topic, payload);
+    }
 }
 
 /// Sends the events of a statement's result; returns the number of rows.

@@ -770,13 +770,14 @@ fn complete_locked(
         let task = TaskRow(copy_to(outer, col::<RawDatum>(&row, 1)?.0));
         let message_id: Option<i64> = col(&row, 2);
         if crate::events::enabled()
-            && let Some(payload) = col::<Jsonb>(&row, 3) {
-                crate::events::emit(
-                    &format!("step:{step_slug}:completed"),
-                    &format!("pgflow:run:{run_id}"),
-                    payload,
-                );
-            }
+            && let Some(payload) = col::<Jsonb>(&row, 3)
+        {
+            crate::events::emit(
+                &format!("step:{step_slug}:completed"),
+                &format!("pgflow:run:{run_id}"),
+                payload,
+            );
+        }
         let counts = StepCounts {
             remaining_steps: col(&row, 4).unwrap_or(1),
             ready: col(&row, 5).unwrap_or(0),

@@ -58,15 +58,16 @@ unsafe extern "C-unwind" fn notice_at_commit(
 ) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT
-            if NOTICE_PENDING.swap(false, Ordering::Relaxed) => {
-                pg_sys::panic::ErrorReport::new(
-                    PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
-                    NOT_RUNNING,
-                    "",
-                )
-                .set_hint(NOT_RUNNING_HINT)
-                .report(PgLogLevel::NOTICE);
-            }
+            if NOTICE_PENDING.swap(false, Ordering::Relaxed) =>
+        {
+            pg_sys::panic::ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+                NOT_RUNNING,
+                "",
+            )
+            .set_hint(NOT_RUNNING_HINT)
+            .report(PgLogLevel::NOTICE);
+        }
         pg_sys::XactEvent::XACT_EVENT_ABORT => NOTICE_PENDING.store(false, Ordering::Relaxed),
         _ => {}
     }

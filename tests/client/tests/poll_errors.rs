@@ -130,18 +130,34 @@ fn cleanup(client: &mut Client, trigger: Trigger, queue: &str) {
     }
 }
 
+/// The connections of one case: one that sets up, one that observes from outside, and the
+/// session under test (with its backend pid), plus the case and a marker table.
+struct Connections {
+    setup: Client,
+    observer: Client,
+    case: Case,
+    table: String,
+    session: Client,
+    pid: i32,
+}
+
+fn connections(trigger: Trigger) -> Connections {
+    let mut setup = connect();
+    let observer = connect();
+    let case = prepare(&mut setup, trigger);
+    let table = marker_table(&mut setup);
+    let mut session = connect();
+    let pid = backend_pid(&mut session);
+    if let Some(sql) = case.session_setup {
+        session.batch_execute(sql).unwrap();
+    }
+    Connections { setup, observer, case, table, session, pid }
+}
+
 #[test]
 fn an_error_in_read_with_poll_leaves_an_autocommit_session_usable() {
     for trigger in TRIGGERS {
-        let mut setup = connect();
-        let mut observer = connect();
-        let case = prepare(&mut setup, trigger);
-        let table = marker_table(&mut setup);
-        let mut session = connect();
-        let pid = backend_pid(&mut session);
-        if let Some(sql) = case.session_setup {
-            session.batch_execute(sql).unwrap();
-        }
+        let Connections { mut setup, mut observer, case, table, mut session, pid } = connections(trigger);
 
         let dropper = drop_while_waiting(trigger, &case.queue, pid, "read_with_poll");
         let err = session
@@ -181,15 +197,7 @@ fn an_error_in_read_with_poll_leaves_an_autocommit_session_usable() {
 #[test]
 fn an_error_in_read_with_poll_is_caught_by_an_exception_block_like_any_other() {
     for trigger in TRIGGERS {
-        let mut setup = connect();
-        let mut observer = connect();
-        let case = prepare(&mut setup, trigger);
-        let table = marker_table(&mut setup);
-        let mut session = connect();
-        let pid = backend_pid(&mut session);
-        if let Some(sql) = case.session_setup {
-            session.batch_execute(sql).unwrap();
-        }
+        let Connections { mut setup, mut observer, case, table, mut session, pid } = connections(trigger);
 
         session
             .batch_execute(&format!(
