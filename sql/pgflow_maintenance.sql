@@ -109,7 +109,17 @@ BEGIN
           WHERE status <> 'started' AND (completed_at < cutoff OR failed_at < cutoff)
           LIMIT batch_size
           FOR UPDATE SKIP LOCKED) r;
-    IF old_runs IS NULL THEN
+    -- Shard rows come before runs in the transitions' lock order: a run whose shard rows a
+    -- completion holds is left for a later batch instead of waiting for them.
+    old_runs := ARRAY(
+        SELECT u.run_id FROM unnest(old_runs) AS u(run_id)
+        EXCEPT
+        SELECT s.run_id FROM (SELECT run_id FROM pgflow._step_shards WHERE run_id = ANY(old_runs)
+                              EXCEPT ALL
+                              SELECT run_id FROM (SELECT run_id FROM pgflow._step_shards
+                                                  WHERE run_id = ANY(old_runs)
+                                                  FOR UPDATE SKIP LOCKED) locked) s);
+    IF cardinality(old_runs) = 0 THEN
         RETURN 0;
     END IF;
 

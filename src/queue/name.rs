@@ -66,6 +66,14 @@ const LOWER_TEXT: pgrx::pg_sys::Oid = pgrx::pg_sys::Oid::from_u32(870);
 /// `lower(name)` as SQL computes it in this database (collation-dependent: in a `C` database
 /// only ASCII letters change).
 pub fn sql_lower(name: &str) -> String {
+    // Lower-case ASCII letters, digits and punctuation are their own lower case in every
+    // collation: the common case needs no call.
+    if name
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        return name.to_string();
+    }
     unsafe {
         let text = pgrx::pg_sys::cstring_to_text_with_len(name.as_ptr().cast(), name.len() as i32);
         let lowered = pgrx::pg_sys::OidFunctionCall1Coll(

@@ -231,26 +231,16 @@ macro_rules! task_context_sql {
 }
 
 // The lock order of every transition: the run, then the step state, then tasks (and their
-// messages). Transitions that change a run or a step lock both rows FOR UPDATE first.
-// Completions of a sharded map step's tasks only take FOR KEY SHARE on the run: they don't
-// block each other, but wait for (and hold off) every FOR UPDATE holder. The one whose shard
-// runs out then takes FOR NO KEY UPDATE on both rows, which waits for other shard finishers
-// but not for the KEY SHARE holders, so no lock is ever upgraded against a waiting peer.
+// messages). Transitions that change a run or a step lock both rows FOR UPDATE first. A map
+// step with shards adds one lock in front: a completion of one of its tasks counts down the
+// task's shard row first (`SHARD_DOWN`); only the completion that empties the shard then locks
+// the run and the step, before its task. Nothing waits for a shard row while holding a run.
 static LOCK_RUN_AND_STEP: Statement = Statement::new(
     task_context_sql!("FOR UPDATE OF r, ss"),
     &[UUIDOID, TEXTOID],
 );
-static LOCK_RUN_AND_STEP_FOR_SHARD: Statement = Statement::new(
-    task_context_sql!("FOR NO KEY UPDATE OF r, ss"),
-    &[UUIDOID, TEXTOID],
-);
-static LOCK_RUN_SHARED: Statement = Statement::new(
-    "SELECT 1 FROM pgflow.runs r WHERE r.run_id = $1 FOR KEY SHARE",
-    &[UUIDOID],
-);
 
-// The same, lighter and without locks: whether the task belongs to a map step with shards,
-// whose completions lock nothing shared (see `complete_map_task`).
+// The same, lighter and without locks: whether the task belongs to a map step with shards.
 static TASK_CONTEXT: Statement = Statement::new(
     "SELECT r.status, ss.status, s.step_type, r.flow_slug, s.when_exhausted, ss.initial_tasks, false, false
      FROM pgflow.runs r
@@ -355,31 +345,18 @@ static COMPLETE_TASK_ROW: Statement = Statement::new(
     &[UUIDOID, TEXTOID, INT4OID, JSONBOID],
 );
 
-// A task of a map step with shards completes, and counts down its shard (one of up to
-// `MAX_SHARDS` rows per step), while the run and the step are still started.
-static COMPLETE_SHARDED_TASK: Statement = Statement::new(
-    concat!(
-        "WITH task AS (
-             UPDATE pgflow.step_tasks t SET status = 'completed', completed_at = now(), output = $4
-             WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = ",
-        status!("started"),
-        "
-               AND (SELECT r.status FROM pgflow.runs r WHERE r.run_id = $1) = ",
-        status!("started"),
-        "
-               AND (SELECT ss.status FROM pgflow.step_states ss
-                    WHERE ss.run_id = $1 AND ss.step_slug = $2) = ",
-        status!("started"),
-        "
-             RETURNING t, t.message_id
-         ), shard AS (
-             UPDATE pgflow._step_shards SET remaining = remaining - 1
-             WHERE run_id = $1 AND step_slug = $2 AND shard = $5 AND EXISTS (SELECT 1 FROM task)
-             RETURNING remaining
-         )
-         SELECT task.t, task.message_id, (SELECT remaining FROM shard) FROM task"
-    ),
-    &[UUIDOID, TEXTOID, INT4OID, JSONBOID, INT4OID],
+// A map task's share of its step's countdown (one of up to `MAX_SHARDS` rows per step), taken
+// before the task itself; given back when the task turns out not to complete.
+static SHARD_DOWN: Statement = Statement::new(
+    "UPDATE pgflow._step_shards SET remaining = remaining - 1
+     WHERE run_id = $1 AND step_slug = $2 AND shard = $3
+     RETURNING remaining",
+    &[UUIDOID, TEXTOID, INT4OID],
+);
+static SHARD_UP: Statement = Statement::new(
+    "UPDATE pgflow._step_shards SET remaining = remaining + 1
+     WHERE run_id = $1 AND step_slug = $2 AND shard = $3",
+    &[UUIDOID, TEXTOID, INT4OID],
 );
 
 // Under the step lock: the step's remaining tasks are the shards' sum; at 0 the step completes
@@ -814,7 +791,9 @@ fn complete_locked(
     Some(task)
 }
 
-/// Completion of one task of a map step with shards.
+/// Completion of one task of a map step with shards. Its shard is counted down first; the
+/// completion that empties the shard locks the run and the step before its task, in the
+/// transitions' order, and sees whether the whole step is done.
 #[allow(clippy::too_many_arguments)]
 fn complete_map_task(
     client: &mut SpiClient<'_>,
@@ -826,20 +805,25 @@ fn complete_map_task(
     context: &Locked,
     shards: i32,
 ) -> Option<TaskRow> {
-    LOCK_RUN_SHARED.run(client, &[run_id.into()]);
-    let shard = task_index.rem_euclid(shards);
-    let Some(row) = first(COMPLETE_SHARDED_TASK.run(
-        client,
-        &[
-            run_id.into(),
-            step_slug.into(),
-            task_index.into(),
-            output.into(),
-            shard.into(),
-        ],
-    )) else {
-        // Not started any more, or its run or step ended meanwhile: complete_task's usual
-        // answers, without a stronger lock (that would be an upgrade against other completers).
+    let shard_args = [
+        run_id.into(),
+        step_slug.into(),
+        task_index.rem_euclid(shards).into(),
+    ];
+    let Some(left) = first(SHARD_DOWN.run(client, &shard_args)).and_then(|row| col::<i32>(&row, 1))
+    else {
+        return complete_locked(client, outer, run_id, step_slug, task_index, output);
+    };
+    let locked = if left == 0 {
+        Some(lock_run_and_step(client, run_id, step_slug)?)
+    } else {
+        None
+    };
+    let Some((task, message_id)) =
+        mark_completed(client, outer, run_id, step_slug, task_index, output)
+    else {
+        // Not started any more: the count goes back, and complete_task gives its usual answers.
+        SHARD_UP.run(client, &shard_args);
         let now = task_context(client, run_id, step_slug, false)?;
         if now.run_status != "failed" && now.step_status != "started" {
             archive_task_message(client, run_id, step_slug, task_index);
@@ -849,18 +833,10 @@ fn complete_map_task(
         }
         return unchanged(client, outer, run_id, step_slug, task_index);
     };
-    let task = TaskRow(copy_to(outer, col::<RawDatum>(&row, 1)?.0));
-    let message_id: Option<i64> = col(&row, 2);
-    let shard_left: i32 = col(&row, 3).unwrap_or(1);
     archive_message(client, &context.flow_slug, message_id);
-    if shard_left > 0 {
-        return Some(task);
-    }
-
     // This shard is done: under the run and step locks, with a fresh snapshot that shows every
     // other shard finisher that committed before us, see whether the whole step is done.
-    let Some(locked) = task_context_locked(client, run_id, step_slug, &LOCK_RUN_AND_STEP_FOR_SHARD)
-    else {
+    let Some(locked) = locked else {
         return Some(task);
     };
     if locked.run_status != "started" || locked.step_status != "started" {

@@ -96,7 +96,7 @@ fn check_consistent(client: &mut Client, flow: &str, run: &str) {
     assert_eq!(visible, 0, "{run}: messages left in the queue");
 }
 
-const ROUNDS: usize = 50;
+const ROUNDS: usize = 200;
 
 #[test]
 fn complete_blocked_on_the_run_lock_never_deadlocks_with_a_fail_that_exhausts() {

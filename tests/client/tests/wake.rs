@@ -116,3 +116,20 @@ fn a_workflow_step_becoming_ready_wakes_its_worker() {
     assert_eq!(ids.len(), 1, "the worker gets step b's task");
     assert!(returned.duration_since(completed) < Duration::from_millis(250));
 }
+
+#[test]
+fn spellings_of_one_queue_that_differ_in_non_ascii_case_share_wake_ups() {
+    // 'Äq' and 'äq' are one queue (its table is named by lower()); a send under one spelling
+    // wakes a reader waiting under the other.
+    let mut admin = connect();
+    let suffix = unique_name("wk");
+    let (upper, lower) = (format!("Ä{suffix}"), format!("ä{suffix}"));
+    create_queue(&mut admin, &upper);
+    let poll = start_poll(&lower);
+    let id: i64 = admin.query_one("SELECT pgmq.send($1::text, '{}'::jsonb)", &[&upper]).unwrap().get(0);
+    let sent = Instant::now();
+    let (ids, returned) = poll.handle.join().unwrap();
+    assert_eq!(ids, vec![id]);
+    let delay = returned.duration_since(sent);
+    assert!(delay < Duration::from_millis(250), "woken {delay:?} after the commit (poll interval {POLL_MS} ms)");
+}

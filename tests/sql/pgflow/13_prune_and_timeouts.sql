@@ -2,7 +2,7 @@
 -- prune_data_older_than, _prune_step in batches, _requeue_stalled_tasks(grace),
 -- _fail_timed_out_tasks(grace, max_tasks), _worker_tick.
 BEGIN;
-SELECT plan(61);
+SELECT plan(63);
 \ir helpers/common.psql
 
 CREATE TEMP TABLE clock (name text PRIMARY KEY, at timestamptz);
@@ -385,6 +385,12 @@ SELECT results_eq($$SELECT step_slug, status, requeued_count, attempts_count, er
                   'the tick requeued the stalled tasks, failed the timed-out one, marked the permanently stalled one');
 SELECT is(pgflow._worker_tick(grace_seconds => 1), '{"requeued": 0, "timed_out": 0}'::jsonb,
           'a second tick has nothing to do');
+
+-- A negative retention would prune every finished run, even one that finished a moment ago.
+SELECT throws_ok($$SELECT pgflow.prune_data_older_than('-1 day')$$, '22023',
+                 'retention interval must not be negative, got -1 days', 'prune_data_older_than refuses a negative interval');
+SELECT throws_ok($$SELECT pgflow._prune_step('-5 minutes')$$, '22023',
+                 'retention interval must not be negative, got -00:05:00', 'so does the worker''s _prune_step (pgflow.retention)');
 
 ---------------------------------------------------------------------------------------------------
 -- Contract 2.8: a user's own prune_data_older_than can replace ours

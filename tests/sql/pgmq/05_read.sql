@@ -1,7 +1,7 @@
 -- Reading (contract 3, 4.3): read (incl. conditional), qty NULL/0, vt semantics, read_ct,
 -- last_read_at, read_with_poll timing, pop.
 BEGIN;
-SELECT plan(70);
+SELECT plan(72);
 SET LOCAL client_min_messages = error;
 
 \ir helpers/read_calls.psql
@@ -160,6 +160,12 @@ UPDATE pgmq.q_pp SET vt = clock_timestamp() - interval '1 s';
 SELECT is(pg_temp.call('o5', $$pgmq.pop('pp', 0)$$), 0, 'pop qty 0 returns nothing');
 SELECT is((SELECT count(*)::int FROM pgmq.q_pp), 1, '... and deletes nothing');
 SELECT is((SELECT count(*)::int FROM pgmq.a_pp), 0, 'pop archives nothing');
+
+-- _poll_wait names the NULL argument's actual meaning (it raised XX000 about "argument 1").
+SELECT throws_ok($$SELECT pgmq._poll_wait('q', NULL, clock_timestamp())$$, '22004',
+                 'poll_interval_ms and deadline must not be NULL', '_poll_wait with a NULL interval: 22004');
+SELECT throws_ok($$SELECT pgmq._poll_wait('q', 10, NULL)$$, '22004',
+                 'poll_interval_ms and deadline must not be NULL', '_poll_wait with a NULL deadline: 22004');
 
 SELECT * FROM finish();
 ROLLBACK;
