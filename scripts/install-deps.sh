@@ -18,6 +18,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
+# The test command's lint suite runs cargo fmt and clippy.
+if command -v rustup >/dev/null && ! { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1; then
+  echo "==> rustup component add rustfmt clippy"
+  rustup component add rustfmt clippy
+fi
 
 if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
   echo "==> cargo install cargo-pgrx $PGRX_VERSION (takes a few minutes)"

@@ -2,7 +2,7 @@
 # The whole test suite. Run as root on Debian 12:  bash scripts/test.sh
 #
 #   scripts/test.sh            install what is missing, build, install, run every suite
-#   scripts/test.sh SUITE...   run only these suites (unit sql client python dump durability worker readme)
+#   scripts/test.sh SUITE...   run only these suites (lint unit sql client python dump durability worker readme)
 #   SKIP_BUILD=1               reuse the installed extension
 #
 # Suites run against a dedicated cluster "pgflow_test" on port $PGFLOW_TEST_PORT (5439) with
@@ -19,7 +19,7 @@ export PGFLOW_TEST_DSN="host=localhost port=$PGFLOW_TEST_PORT user=postgres dbna
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(unit sql client python dump durability worker readme)
+[ ${#suites[@]} -eq 0 ] && suites=(lint unit sql client python dump durability worker readme)
 
 passed=0
 failed=0
@@ -62,6 +62,14 @@ cargo_counts() {
 for suite in "${suites[@]}"; do
   echo "==> suite: $suite"
   case $suite in
+    lint)
+      # cargo fmt --check and clippy with warnings as errors; a check each.
+      p=0; f=0
+      if cargo fmt --check; then p=$((p + 1)); else f=$((f + 1)); fi
+      if cargo clippy --all-targets --features pg15 --no-default-features -- -D warnings; then
+        p=$((p + 1)); else f=$((f + 1)); fi
+      record lint "$p" "$f"
+      ;;
     unit)
       log=$(mktemp)
       cargo test --lib --features pg15 --no-default-features 2>&1 | tee "$log"

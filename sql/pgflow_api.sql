@@ -1,4 +1,4 @@
--- The pgflow functions written in SQL (contract: shared/spec/pgflow-compat.md, section 2).
+-- The pgflow functions written in SQL.
 -- The core (create_flow, add_step, start_flow, start_tasks, complete_task, fail_task and the
 -- cascades) is in Rust, under src/flow and src/run.
 

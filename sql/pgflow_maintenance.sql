@@ -52,7 +52,7 @@ BEGIN
         ids := ARRAY(SELECT jsonb_array_elements_text(batch -> 'ids')::bigint);
         PERFORM pgflow.set_vt_batch(batch ->> 'queue', ids, array_fill(0, ARRAY[cardinality(ids)]));
     END LOOP;
-    -- Always archived (contract quirk Q2 allows it): a permanently stalled task is never picked again.
+    -- Always archived, whatever pgflow does with it: a permanently stalled task is never picked again.
     FOR batch IN SELECT value FROM jsonb_array_elements(coalesce(to_archive, '[]'::jsonb)) LOOP
         ids := ARRAY(SELECT jsonb_array_elements_text(batch -> 'ids')::bigint);
         PERFORM pgmq.archive(batch ->> 'queue', ids);
@@ -180,7 +180,7 @@ BEGIN
 END;
 $$;
 
--- Contract section 2.8: the signature callers may CREATE OR REPLACE themselves.
+-- The signature pgflow's callers may CREATE OR REPLACE themselves.
 CREATE FUNCTION pgflow.prune_data_older_than(retention_interval interval)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN

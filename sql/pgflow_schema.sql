@@ -1,6 +1,6 @@
--- The pgflow-compatible workflow engine: tables, constraints, indexes and types
--- (contract: shared/spec/pgflow-compat.md, section 1). Column order, defaults and constraint
--- names are part of the contract: clients read these tables and match constraint errors.
+-- The pgflow-compatible workflow engine: tables, constraints, indexes and types. Column order,
+-- defaults and constraint names are pgflow's: clients read these tables and match constraint
+-- errors.
 
 CREATE SCHEMA IF NOT EXISTS pgflow;
 REVOKE ALL ON SCHEMA pgflow FROM PUBLIC;

@@ -1,4 +1,4 @@
--- The pgmq-compatible queue layer (contract: shared/spec/pgmq-compat.md, pgmq 1.13).
+-- The pgmq-compatible queue layer (pgmq 1.13's functions, tables and errors).
 --
 -- Every per-queue function finds its tables through pgmq.format_table_name, which rejects
 -- the characters that could end an identifier or a statement, and every dynamic statement
@@ -101,13 +101,12 @@ CREATE TYPE pgmq.metrics_result AS (
 -- Queue names
 ---------------------------------------------------------------------------------------------------
 
+-- The check and the lower-casing are pgmq._format_table_name's (src/queue/name.rs), the rule
+-- of every queue function written in Rust.
 CREATE FUNCTION pgmq.format_table_name(queue_name text, prefix text)
 RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
-    IF queue_name OPERATOR(pg_catalog.~) '\$|;|--|''' THEN
-        RAISE EXCEPTION 'queue name contains invalid characters: $, ;, --, or \''';
-    END IF;
-    RETURN pg_catalog.lower(prefix OPERATOR(pg_catalog.||) '_' OPERATOR(pg_catalog.||) queue_name);
+    RETURN pgmq._format_table_name(queue_name, prefix);
 END;
 $$;
 
@@ -309,33 +308,13 @@ $$;
 -- Sending
 ---------------------------------------------------------------------------------------------------
 
-CREATE FUNCTION pgmq._validate_batch_params(msgs jsonb[], headers jsonb[])
-RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    IF msgs IS NULL OR pg_catalog.cardinality(msgs) OPERATOR(pg_catalog.=) 0 THEN
-        RAISE EXCEPTION 'msgs cannot be NULL or empty';
-    END IF;
-    IF headers IS NOT NULL AND pg_catalog.cardinality(headers) OPERATOR(pg_catalog.<>) pg_catalog.cardinality(msgs) THEN
-        RAISE EXCEPTION 'headers array length (%) must match msgs array length (%)',
-            pg_catalog.cardinality(headers), pg_catalog.cardinality(msgs);
-    END IF;
-END;
-$$;
+-- pgmq._validate_batch_params is in Rust (src/queue/messages.rs), shared with send_batch.
 
 ---------------------------------------------------------------------------------------------------
 -- Reading
 ---------------------------------------------------------------------------------------------------
 
--- NULL poll arguments would otherwise poll forever.
-CREATE FUNCTION pgmq._check_poll_args(max_poll_seconds integer, poll_interval_ms integer)
-RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    IF max_poll_seconds IS NULL OR poll_interval_ms IS NULL THEN
-        RAISE EXCEPTION 'max_poll_seconds and poll_interval_ms must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-END;
-$$;
+-- pgmq._check_poll_args is in Rust (src/queue/wait.rs), shared with read_with_poll.
 
 -- send, send_batch, _send_batch, read, read_with_poll, pop, archive, delete and set_vt are in
 -- Rust (src/queue/messages.rs), with plans kept per queue.

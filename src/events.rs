@@ -1,4 +1,4 @@
-//! Run and step events (contract section 3).
+//! Run and step events: where they go. Their payloads are built in `run::events`.
 //!
 //! An event goes to `realtime.send(payload, event, topic, false)` when that function exists at
 //! call time (it may be created after the extension) and is trusted: the function and its schema
@@ -79,7 +79,7 @@ fn realtime_send() -> Option<pg_sys::Oid> {
     if oid == UNKNOWN {
         let found = Spi::connect_mut(|client| {
             crate::statement::first(TRUSTED_REALTIME_SEND.run(client, &[]))
-                .and_then(|row| crate::statement::col::<pg_sys::Oid>(&row, 1))
+                .and_then(|row| crate::statement::only::<pg_sys::Oid>(&row))
         })
         .unwrap_or(pg_sys::InvalidOid);
         oid = u32::from(found);

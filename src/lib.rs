@@ -5,6 +5,8 @@
 //! - `run`: the runtime (start_flow, start_tasks, complete_task, fail_task, cascades)
 //! - `events`: run and step events
 //! - `statement`, `datum`: prepared statements and raw datums shared by the above
+//! - `error`, `memory`, `transaction`: raising errors, copying results out of SPI memory,
+//!   subtransactions and function-local settings
 //! - `worker`: background workers (stalled tasks, timeouts, pruning)
 //! - `guc`: settings
 
@@ -13,12 +15,15 @@ use pgrx::prelude::*;
 ::pgrx::pg_module_magic!(name, version);
 
 pub mod datum;
+pub mod error;
 pub mod events;
 pub mod flow;
 pub mod guc;
+pub mod memory;
 pub mod queue;
 pub mod run;
 pub mod statement;
+pub mod transaction;
 pub mod worker;
 
 pgrx::extension_sql_file!("../sql/pgmq.sql", name = "pgmq", bootstrap);
@@ -40,15 +45,4 @@ pub extern "C-unwind" fn _PG_init() {
     events::init();
     queue::wake::init();
     worker::init();
-}
-
-/// Required by `cargo pgrx test`.
-#[cfg(test)]
-pub mod pg_test {
-    pub fn setup(_options: Vec<&str>) {}
-
-    #[must_use]
-    pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
-    }
 }

@@ -1,11 +1,13 @@
-//! Flow definitions: create_flow and add_step (contract section 2.2). Flow shapes and
+//! Flow definitions: create_flow and add_step. Flow shapes and
 //! compilation live in `sql/pgflow_api.sql`.
 
 use pgrx::pg_sys::{INT4OID, JSONBOID, TEXTARRAYOID, TEXTOID};
 use pgrx::prelude::*;
 
 use crate::datum::{FlowRow, Jsonb, RawDatum, StepRow};
-use crate::statement::{Statement, caller_context, col, copy_to, first, raise};
+use crate::error::raise;
+use crate::memory::{caller_context, copy_to};
+use crate::statement::{Statement, first, only};
 
 static INSERT_FLOW: Statement = Statement::new(
     "INSERT INTO pgflow.flows (flow_slug, opt_max_attempts, opt_base_delay, opt_timeout)
@@ -91,7 +93,7 @@ mod pgflow {
         Spi::connect_mut(|client| {
             LOCK_QUEUE_NAME.run(client, &[flow_slug.into()]);
             if let Some(other) = first(QUEUE_TAKEN.run(client, &[flow_slug.into()]))
-                .and_then(|row| col::<String>(&row, 1))
+                .and_then(|row| only::<String>(&row))
             {
                 ereport!(
                     ERROR,
@@ -114,7 +116,7 @@ mod pgflow {
             );
             ENSURE_QUEUE.run(client, &[flow_slug.into()]);
             let row = first(FLOW_ROW.run(client, &[flow_slug.into()]))?;
-            col::<RawDatum>(&row, 1).map(|d| FlowRow(copy_to(outer, d.0)))
+            only::<RawDatum>(&row).map(|d| FlowRow(copy_to(outer, d.0)))
         })
     }
 
@@ -175,7 +177,7 @@ mod pgflow {
                 );
             }
             let row = first(STEP_ROW.run(client, &[flow_slug.into(), step_slug.into()]))?;
-            col::<RawDatum>(&row, 1).map(|d| StepRow(copy_to(outer, d.0)))
+            only::<RawDatum>(&row).map(|d| StepRow(copy_to(outer, d.0)))
         })
     }
 }

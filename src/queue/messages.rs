@@ -11,7 +11,9 @@ use pgrx::spi::SpiClient;
 use super::name::QueueName;
 use super::{wait, wake};
 use crate::datum::{Jsonb, JsonbArray, MessageRecord, RawDatum};
-use crate::statement::{TableStatement, caller_context, col, copy_to, raise};
+use crate::error::raise;
+use crate::memory::{caller_context, copy_to};
+use crate::statement::{TableStatement, named, only};
 
 const RECORD: &str = "ROW(m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers)::pgmq.message_record";
 
@@ -99,7 +101,7 @@ pub fn send_batch_unchecked(
                 headers.into(),
             ],
         )
-        .filter_map(|row| col::<i64>(&row, 1))
+        .filter_map(|row| only::<i64>(&row))
         .collect::<Vec<i64>>();
     if visible.is_now() {
         wake::sent(queue.stem(), ids.len());
@@ -145,7 +147,7 @@ fn send_one(
                 || format!("INSERT INTO {table} (vt, message, headers) VALUES ({VT_EXPR}, $4, $5) RETURNING msg_id"),
                 &[mode.into(), seconds.into(), at.into(), msg.into(), headers.into()],
             )
-            .filter_map(|row| col::<i64>(&row, 1))
+            .filter_map(|row| only::<i64>(&row))
             .collect()
     });
     if visible.is_now() {
@@ -203,7 +205,7 @@ pub fn read_messages(
         },
         &[vt.into(), qty.into(), conditional.into()],
     )
-    .filter_map(|row| col::<RawDatum>(&row, 1).map(|d| MessageRecord(copy_to(outer, d.0))))
+    .filter_map(|row| only::<RawDatum>(&row).map(|d| MessageRecord(copy_to(outer, d.0))))
     .collect()
 }
 
@@ -221,7 +223,7 @@ fn read_attempt(
     conditional: Option<Jsonb>,
     outer: pgrx::pg_sys::MemoryContext,
 ) -> Vec<MessageRecord> {
-    crate::statement::in_subtransaction(
+    crate::transaction::in_subtransaction(
         || read_messages(client, queue, vt, qty, conditional, outer),
         |rows| !rows.is_empty(),
     )
@@ -257,7 +259,7 @@ pub fn archive_messages(
             },
             &[ids.into()],
         )
-        .filter_map(|row| col::<i64>(&row, 1))
+        .filter_map(|row| only::<i64>(&row))
         .collect()
 }
 
@@ -274,7 +276,7 @@ fn delete_messages(
             || format!("DELETE FROM {table} WHERE msg_id OPERATOR(pg_catalog.=) ANY($1) RETURNING msg_id"),
             &[ids.into()],
         )
-        .filter_map(|row| col::<i64>(&row, 1))
+        .filter_map(|row| only::<i64>(&row))
         .collect()
 }
 
@@ -296,14 +298,16 @@ fn set_visibility(
                     format!(
                         "UPDATE {table} m SET vt = {VT_EXPR}
                          WHERE m.msg_id OPERATOR(pg_catalog.=) ANY($4)
-                         RETURNING {RECORD}, m.vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()"
+                         RETURNING {RECORD} AS record,
+                                   m.vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() AS visible"
                     )
                 },
                 &[mode.into(), seconds.into(), at.into(), ids.into()],
             )
             .filter_map(|row| {
-                let record = col::<RawDatum>(&row, 1).map(|d| MessageRecord(copy_to(outer, d.0)))?;
-                Some((record, col::<bool>(&row, 2).unwrap_or(false)))
+                let record = named::<RawDatum>(&row, "record")
+                    .map(|d| MessageRecord(copy_to(outer, d.0)))?;
+                Some((record, named::<bool>(&row, "visible").unwrap_or(false)))
             })
             .collect();
         rows
@@ -425,6 +429,12 @@ mod pgmq {
         send_many(queue_name, msgs, headers, Visible::At(delay))
     }
 
+    /// pgmq's batch checks (send_batch's, and the SQL functions' that send batches).
+    #[pg_extern(name = "_validate_batch_params", requires = ["pgmq"])]
+    fn validate_batch_params(msgs: Option<JsonbArray>, headers: Option<JsonbArray>) {
+        check_batch(&msgs, &headers);
+    }
+
     /// The unchecked batch insert (pgmq's `_send_batch`).
     #[pg_extern(name = "_send_batch", requires = ["pgmq"])]
     fn send_batch_internal(
@@ -466,14 +476,8 @@ mod pgmq {
         conditional: default!(Option<Jsonb>, "'{}'"),
     ) -> SetOfIterator<'static, MessageRecord> {
         let queue = QueueName::parse(queue_name);
-        let (Some(max_poll_seconds), Some(poll_interval_ms)) = (max_poll_seconds, poll_interval_ms)
-        else {
-            ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                "max_poll_seconds and poll_interval_ms must not be NULL"
-            );
-        };
+        let (max_poll_seconds, poll_interval_ms) =
+            wait::check_poll_args(max_poll_seconds, poll_interval_ms);
         let outer = caller_context();
         let start = unsafe { pgrx::pg_sys::GetCurrentTimestamp() };
         let deadline = start + i64::from(max_poll_seconds) * 1_000_000;
@@ -529,7 +533,7 @@ mod pgmq {
                 },
                 &[qty.into()],
             )
-            .filter_map(|row| col::<RawDatum>(&row, 1).map(|d| MessageRecord(copy_to(outer, d.0))))
+            .filter_map(|row| only::<RawDatum>(&row).map(|d| MessageRecord(copy_to(outer, d.0))))
             .collect()
         });
         SetOfIterator::new(rows)

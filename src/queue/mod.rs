@@ -1,4 +1,4 @@
-//! The pgmq-compatible queue layer (contract: `shared/spec/pgmq-compat.md`).
+//! The pgmq-compatible queue layer (pgmq 1.13's functions, tables and errors).
 //!
 //! The SQL-facing API is defined in `sql/pgmq.sql`. This module holds the parts that need
 //! the server's internals: waiting between polls and

@@ -25,13 +25,7 @@ impl<'a> QueueName<'a> {
                 "null values cannot be formatted as an SQL identifier"
             );
         };
-        if !is_valid(name) {
-            ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_RAISE_EXCEPTION,
-                INVALID_CHARACTERS
-            );
-        }
+        check(name);
         QueueName {
             name,
             stem: sql_lower(name),
@@ -91,9 +85,34 @@ pub fn sql_lower(name: &str) -> String {
     }
 }
 
+/// Raises pgmq's error for a name that breaks its rule.
+pub fn check(name: &str) {
+    if !is_valid(name) {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_RAISE_EXCEPTION,
+            INVALID_CHARACTERS
+        );
+    }
+}
+
 /// pgmq's rule: no `$`, `;`, `--` or `'`.
 pub fn is_valid(name: &str) -> bool {
     !(name.contains('$') || name.contains(';') || name.contains("--") || name.contains('\''))
+}
+
+#[pg_schema]
+mod pgmq {
+    use pgrx::prelude::*;
+
+    /// `lower(prefix || '_' || queue_name)` after pgmq's character check: the rule behind
+    /// `pgmq.format_table_name` (which calls it) and `QueueName`.
+    #[pg_extern(name = "_format_table_name", requires = ["pgmq"])]
+    fn format_table_name(queue_name: Option<&str>, prefix: Option<&str>) -> Option<String> {
+        let queue_name = queue_name?;
+        super::check(queue_name);
+        Some(super::sql_lower(&format!("{}_{queue_name}", prefix?)))
+    }
 }
 
 #[cfg(test)]

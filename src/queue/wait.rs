@@ -12,6 +12,19 @@ pub fn sleep_millis(poll_interval_ms: i32, now: i64, deadline: i64) -> i64 {
     i64::from(poll_interval_ms.max(0)).min(until_deadline)
 }
 
+/// The poll arguments of every `*_with_poll` function: NULL would otherwise poll forever.
+pub fn check_poll_args(max_poll_seconds: Option<i32>, poll_interval_ms: Option<i32>) -> (i32, i32) {
+    let (Some(max_poll_seconds), Some(poll_interval_ms)) = (max_poll_seconds, poll_interval_ms)
+    else {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "max_poll_seconds and poll_interval_ms must not be NULL"
+        );
+    };
+    (max_poll_seconds, poll_interval_ms)
+}
+
 /// Blocks on the backend's latch for up to `millis`. Returns early when the latch is set.
 pub fn latch_sleep(millis: i64) {
     if millis <= 0 {
@@ -34,6 +47,12 @@ pub fn latch_sleep(millis: i64) {
 #[pg_schema]
 mod pgmq {
     use pgrx::prelude::*;
+
+    /// `check_poll_args` for the grouped `*_with_poll` functions in SQL.
+    #[pg_extern(name = "_check_poll_args", requires = ["pgmq"])]
+    fn check_poll_args(max_poll_seconds: Option<i32>, poll_interval_ms: Option<i32>) {
+        super::check_poll_args(max_poll_seconds, poll_interval_ms);
+    }
 
     /// Waits until the next poll attempt of a `*_with_poll` function is due.
     #[pg_extern(name = "_poll_wait")]

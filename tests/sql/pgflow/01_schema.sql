@@ -1,4 +1,4 @@
--- pgflow schema objects (contract sections 0, 1, 2.0): tables with column order, types, NOT NULL
+-- pgflow schema objects: tables with column order, types, NOT NULL
 -- and defaults; constraint names and definitions; indexes; the composite type; every function
 -- with its exact signature, argument names, defaults, result, volatility, security, strictness and
 -- search_path; schema privileges; no triggers, sequences or RLS.
@@ -288,7 +288,7 @@ SELECT set_eq($$SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_cla
     'exactly the nine unique indexes (primary keys and steps_flow_slug_step_index_key)');
 
 ---------------------------------------------------------------------------------------------------
--- Functions (section 2.0)
+-- Functions
 ---------------------------------------------------------------------------------------------------
 CREATE TEMP TABLE expected_functions (name text, signature text, vol text, secdef boolean, parallel text, config text);
 INSERT INTO expected_functions VALUES

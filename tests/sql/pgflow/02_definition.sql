@@ -1,5 +1,5 @@
--- Flow definition (contract 2.2): create_flow and add_step, their defaults, returned rows, queue
--- creation, idempotency, quirks Q4, Q5, Q11 and every constraint error they can raise.
+-- Flow definition: create_flow and add_step, their defaults, returned rows, queue
+-- creation, idempotency (pgflow's quirks included) and every constraint error they can raise.
 BEGIN;
 SELECT plan(70);
 \ir helpers/common.psql
@@ -101,7 +101,7 @@ SELECT results_eq($$SELECT step_index, step_type, deps_count FROM pgflow.add_ste
 SELECT results_eq($$SELECT step_index, step_type FROM pgflow.add_step('st', 'rm', step_type => 'map')$$,
                   $$VALUES (5, 'map'::text)$$, 'a root map step');
 
--- Existing step: returned unchanged, but new edges are added (Q5).
+-- Existing step: returned unchanged, but new edges are added.
 SELECT results_eq($$SELECT * FROM pgflow.add_step('st', 'b', ARRAY['a', 'd'], max_attempts => 9, step_type => 'single',
                                                   when_unmet => 'fail')$$,
                   $$SELECT 'st'::text, 'b'::text, 'single'::text, 1, 1, NULL::int, NULL::int, NULL::int, now(),
@@ -117,7 +117,7 @@ SELECT results_eq($$SELECT step_slug, step_index FROM pgflow.steps WHERE flow_sl
 SELECT pgflow.create_flow('st2');
 SELECT is((SELECT step_index FROM pgflow.add_step('st2', 'a')), 0, 'step_index restarts at 0 in another flow');
 
--- Q11: duplicate dependencies are counted but stored once.
+-- duplicate dependencies are counted but stored once.
 SELECT results_eq($$SELECT deps_count FROM pgflow.add_step('st2', 'dup', ARRAY['a', 'a'])$$, $$VALUES (2)$$,
                   'Q11: deps_slugs {a,a} gives deps_count 2');
 SELECT is((SELECT count(*)::int FROM pgflow.deps WHERE flow_slug = 'st2' AND step_slug = 'dup'), 1,

@@ -1,6 +1,6 @@
--- Run start (contract 2.3): start_flow, start_ready_steps, cascade_complete_taskless_steps,
+-- Run start: start_flow, start_ready_steps, cascade_complete_taskless_steps,
 -- maybe_complete_run; root-map validation and constraint errors; messages and their delay;
--- taskless cascades and their safety limit (Q8).
+-- taskless cascades and their safety limit.
 BEGIN;
 SELECT plan(55);
 \ir helpers/common.psql
@@ -150,7 +150,7 @@ SELECT results_eq($$SELECT status, output, remaining_steps, completed_at FROM pg
 SELECT is((SELECT count(*)::int FROM pgflow.step_states s JOIN pgflow.runs r USING (run_id) WHERE r.flow_slug = 'empty_flow'), 0,
           'and has no step states');
 
--- Safety limit of the taskless cascade (Q8): 49 levels work, 50 raise.
+-- Safety limit of the taskless cascade: 49 levels work, 50 raise.
 DO $$
 BEGIN
     PERFORM pgflow.create_flow('chain49');

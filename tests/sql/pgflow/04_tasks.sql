@@ -1,4 +1,4 @@
--- Task execution (contract 2.3): start_tasks (eligibility, inputs, flow_input, Q1) and
+-- Task execution: start_tasks (eligibility, inputs, flow_input) and
 -- complete_task (normal path, dependents, run completion, archiving, idempotency, late callbacks,
 -- failed runs).
 BEGIN;

@@ -1,6 +1,6 @@
--- Failures (contract 2.3 fail_task, 2.1 calculate_retry_delay): retries with backoff on the
+-- Failures: retries with backoff on the
 -- message vt, step-level overrides, exhaustion with when_exhausted 'fail', archiving of the run's
--- queued/started messages, Q6, Q7, failed-run and late-callback paths.
+-- queued/started messages, failed-run and late-callback paths.
 BEGIN;
 SELECT plan(42);
 \ir helpers/common.psql
@@ -103,7 +103,7 @@ SELECT ok((pg_temp.task('00000000-0000-0000-0000-000000000502', 'a')).message_id
           'failed run: but its message is archived (any status)');
 
 ---------------------------------------------------------------------------------------------------
--- Q6: fail_task on a merely queued task delays its message
+-- fail_task on a merely queued task delays its message
 ---------------------------------------------------------------------------------------------------
 SELECT pgflow.start_flow('fr', '{}', '00000000-0000-0000-0000-000000000503');
 SELECT pg_temp.tick('before');

@@ -1,4 +1,4 @@
--- Map steps (contract 2.3): root and dependent maps, task inputs (NULL elements), aggregated
+-- Map steps: root and dependent maps, task inputs (NULL elements), aggregated
 -- output ordered by task_index, sizes learned from parents, empty arrays cascading, map task
 -- idempotency and failure, and the type-violation path of complete_task.
 BEGIN;

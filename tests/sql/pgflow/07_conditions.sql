@@ -1,6 +1,6 @@
--- Conditions (contract 2.3 cascade_resolve_conditions): required/forbidden patterns with jsonb
+-- Conditions: required/forbidden patterns with jsonb
 -- containment, condition input of root and dependent steps, when_unmet fail / skip / skip-cascade,
--- passes until convergence, Q3, the 50-pass safety limit (Q8).
+-- passes until convergence, the 50-pass safety limit.
 BEGIN;
 SELECT plan(33);
 \ir helpers/common.psql
@@ -132,7 +132,7 @@ SELECT results_eq($$SELECT step_slug, status, skip_reason FROM pgflow.step_state
                   $$VALUES ('a'::text, 'skipped'::text, 'condition_unmet'::text), ('b', 'skipped', 'condition_unmet'), ('c', 'started', NULL)$$,
                   'passes repeat: b (input {} after a was skipped) is skipped in pass 2, c''s forbidden pattern is then met');
 
--- Q3: a conditional step made ready by a taskless map is started without evaluating its condition.
+-- a conditional step made ready by a taskless map is started without evaluating its condition.
 SELECT pgflow.create_flow('cd_q3');
 SELECT pgflow.add_step('cd_q3', 'm', step_type => 'map');
 SELECT pgflow.add_step('cd_q3', 'c', ARRAY['m'], required_input_pattern => '{"never": 1}', when_unmet => 'fail');
@@ -158,7 +158,7 @@ SELECT results_eq($$SELECT status FROM pgflow.runs WHERE run_id = '00000000-0000
 SELECT is(pg_temp.queued_ids('cd_dep') && pg_temp.task_msgs('00000000-0000-0000-0000-000000000710'), false,
           'and the queued messages of the run archived');
 
--- Safety limit (Q8): a chain of 49 skipped steps converges, 50 raise.
+-- Safety limit: a chain of 49 skipped steps converges, 50 raise.
 DO $$
 BEGIN
     PERFORM pgflow.create_flow('cchain49');

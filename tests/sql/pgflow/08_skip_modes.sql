@@ -1,4 +1,4 @@
--- Skip modes of when_exhausted (contract 2.3 fail_task steps 4-6) and _cascade_force_skip_steps.
+-- Skip modes of when_exhausted and _cascade_force_skip_steps.
 BEGIN;
 SELECT plan(34);
 \ir helpers/common.psql

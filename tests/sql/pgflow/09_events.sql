@@ -1,4 +1,4 @@
--- Realtime events (contract section 3): every event with its name, topic, private flag, exact
+-- Realtime events: every event with its name, topic, private flag, exact
 -- payload keys/values and the emission order inside each call, through a stub realtime.send that
 -- records its calls. Ends by dropping realtime.send (events then go nowhere, nothing fails).
 BEGIN;

@@ -1,4 +1,4 @@
--- Events without realtime.send (contract section 3, implementation note; brief: events go to
+-- Events without realtime.send (events go to
 -- realtime.send when it exists at call time, else to pg_notify on 'pgflow:run:<run_id>' when
 -- pgflow.notify_events is on, else nowhere): every event-emitting path works without the realtime
 -- schema, the pg_notify fallback, and a realtime.send created later in the same transaction.

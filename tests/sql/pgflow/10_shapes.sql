@@ -1,4 +1,4 @@
--- Flow shapes and compilation (contract 2.5): _get_flow_shape, _compare_flow_shapes (messages,
+-- Flow shapes and compilation: _get_flow_shape, _compare_flow_shapes (messages,
 -- order, NULL semantics Q10), _create_flow_from_shape, ensure_flow_compiled with all four statuses
 -- and its advisory lock.
 BEGIN;

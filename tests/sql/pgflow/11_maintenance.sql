@@ -1,4 +1,4 @@
--- Maintenance (contract 2.5 delete_flow_and_data, 2.6 requeue_stalled_tasks incl. Q2).
+-- Maintenance.
 BEGIN;
 SELECT plan(29);
 \ir helpers/common.psql

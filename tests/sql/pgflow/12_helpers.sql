@@ -1,5 +1,5 @@
--- Utilities and helpers (contract 2.1, 2.3 set_vt_batch / poll_for_tasks, 2.4, 2.7, 2.6 cron):
--- is_valid_slug, is_local, calculate_retry_delay (Q9), set_vt_batch, poll_for_tasks,
+-- Utilities and helpers:
+-- is_valid_slug, is_local, calculate_retry_delay, set_vt_batch, poll_for_tasks,
 -- get_run_with_states, start_flow_with_states, track_worker_function, mark_worker_stopped,
 -- ensure_workers without pg_net, the pg_cron helpers without pg_cron.
 BEGIN;

@@ -1,4 +1,4 @@
--- Pruning and the background worker's SQL entry points (contract 2.6, 2.8, quirk Q2):
+-- Pruning and the background worker's SQL entry points:
 -- prune_data_older_than, _prune_step in batches, _requeue_stalled_tasks(grace),
 -- _fail_timed_out_tasks(grace, max_tasks), _worker_tick.
 BEGIN;

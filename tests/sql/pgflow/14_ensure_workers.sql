@@ -1,4 +1,4 @@
--- ensure_workers (contract 2.7) against stand-ins for pg_net (net.http_post) and Supabase Vault
+-- ensure_workers against stand-ins for pg_net (net.http_post) and Supabase Vault
 -- (vault.decrypted_secrets) created in this transaction: local and hosted mode, credentials,
 -- debounce, liveness, disabled functions, last_invoked_at, returned rows. Also (completing
 -- 12_helpers) the NOTICE without pg_net in local mode and the exact error of the pg_cron helpers

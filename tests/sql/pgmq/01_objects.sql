@@ -1,5 +1,5 @@
 -- pgmq objects: schema, registry tables, composite types, function signatures, per-queue
--- table layouts, privileges (contract sections 0, 2, 4).
+-- table layouts, privileges.
 BEGIN;
 SELECT plan(71);
 SET LOCAL client_min_messages = error;
@@ -407,7 +407,7 @@ SELECT results_eq($$SELECT is_partitioned, is_unlogged FROM pgmq.meta WHERE queu
                   $$VALUES (false, true)$$, 'meta row of an unlogged queue: (false, true)');
 
 ---------------------------------------------------------------------------------------------------
--- Privileges for pg_monitor (section 0), including objects created later (default privileges)
+-- Privileges for pg_monitor, including objects created later (default privileges)
 ---------------------------------------------------------------------------------------------------
 SELECT ok(has_schema_privilege('pg_monitor', 'pgmq', 'USAGE'), 'pg_monitor has USAGE on schema pgmq');
 SELECT ok(has_table_privilege('pg_monitor', 'pgmq.meta', 'SELECT')

@@ -1,4 +1,4 @@
--- Queue names (contract section 1): format_table_name, validate_queue_name, the 47-character
+-- Queue names: format_table_name, validate_queue_name, the 47-character
 -- limit, the invalid-character check of every per-queue function, and SQL injection attempts
 -- through hostile queue names.
 BEGIN;

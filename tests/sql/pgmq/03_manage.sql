@@ -1,4 +1,4 @@
--- Queue management (contract 4.1, 2.6): create*, drop_queue, purge_queue, detach_archive,
+-- Queue management: create*, drop_queue, purge_queue, detach_archive,
 -- list_queues, create_partitioned / convert_archive_partitioned without pg_partman, queue lock.
 BEGIN;
 SELECT plan(83);

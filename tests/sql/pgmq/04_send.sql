@@ -1,4 +1,4 @@
--- Sending (contract 4.2): the six send and six send_batch overloads, vt values, delays,
+-- Sending: the six send and six send_batch overloads, vt values, delays,
 -- headers, batch checks, id order, overload ambiguity, _validate_batch_params and _send_batch.
 BEGIN;
 SELECT plan(93);

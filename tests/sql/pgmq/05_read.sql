@@ -1,4 +1,4 @@
--- Reading (contract 3, 4.3): read (incl. conditional), qty NULL/0, vt semantics, read_ct,
+-- Reading: read (incl. conditional), qty NULL/0, vt semantics, read_ct,
 -- last_read_at, read_with_poll timing, pop.
 BEGIN;
 SELECT plan(72);

@@ -1,4 +1,4 @@
--- FIFO / grouped reads (contract 4.4): read_grouped, read_grouped_rr, read_grouped_head, their
+-- FIFO / grouped reads: read_grouped, read_grouped_rr, read_grouped_head, their
 -- _with_poll forms, create_fifo_index, create_fifo_indexes_all.
 BEGIN;
 SELECT plan(77);

@@ -1,4 +1,4 @@
--- Acknowledging and updating (contract 4.5): archive / delete (single and array), set_vt in all
+-- Acknowledging and updating: archive / delete (single and array), set_vt in all
 -- four forms, and the 42P01 error of every per-queue function on a missing queue or archive.
 BEGIN;
 SELECT plan(89);

@@ -1,4 +1,4 @@
--- Observability (contract 4.6): metrics and metrics_all.
+-- Observability: metrics and metrics_all.
 BEGIN;
 SELECT plan(18);
 SET LOCAL client_min_messages = error;

@@ -1,4 +1,4 @@
--- Insert notifications (contract 4.7): enable / disable / update / list, the trigger definition,
+-- Insert notifications: enable / disable / update / list, the trigger definition,
 -- throttle rows and the throttle window, every error and NOTICE. LISTEN delivery is tested
 -- elsewhere. For mixed-case names the implementation follows pgmq 1.13.1 (the trigger carries
 -- the stored queue name), as the contract recommends.

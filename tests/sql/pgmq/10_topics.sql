@@ -1,4 +1,4 @@
--- Topics (contract 4.8): validate_routing_key / validate_topic_pattern (every error, in order),
+-- Topics: validate_routing_key / validate_topic_pattern (every error, in order),
 -- compiled_regex, bind_topic / unbind_topic / test_routing / list_topic_bindings, send_topic (3
 -- overloads) and send_batch_topic (6 overloads).
 BEGIN;

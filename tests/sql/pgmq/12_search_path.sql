@@ -3,7 +3,7 @@
 -- (same name, same argument types); each raises XX999 'search_path trap: <what>'. With search_path
 -- trap, pg_catalog, public every unqualified name in a statement resolves to its look-alike, so
 -- any pgmq or pgflow call that reaches an unqualified built-in fails here. The pgmq functions
--- have no SET search_path (contract), so their statements, dynamic ones included, qualify every
+-- have no SET search_path, so their statements, dynamic ones included, qualify every
 -- built-in as pg_catalog.name(...) and every operator as OPERATOR(pg_catalog.op).
 BEGIN;
 SELECT plan(139);

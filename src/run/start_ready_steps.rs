@@ -1,43 +1,12 @@
-//! start_flow and start_ready_steps.
+//! start_ready_steps: ready steps start and their tasks are enqueued, messages first.
 
-use pgrx::pg_sys::{INT4OID, INT8ARRAYOID, JSONBOID, TEXTOID, UUIDOID};
+use pgrx::pg_sys::{INT4OID, INT8ARRAYOID, TEXTOID, UUIDOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use super::{cascade, emit_row};
-use crate::datum::{Jsonb, RunRow};
-use crate::statement::{Statement, TableStatement, caller_context, col, first, raise};
-
-static FLOW_CHECK: Statement = Statement::new(
-    "SELECT coalesce(bool_or(s.step_type = 'map' AND s.deps_count = 0), false),
-            count(*)::int,
-            jsonb_typeof($2),
-            coalesce(bool_or(s.step_type = 'map'), false),
-            coalesce(bool_or(s.required_input_pattern IS NOT NULL OR s.forbidden_input_pattern IS NOT NULL), false)
-     FROM pgflow.steps s WHERE s.flow_slug = $1",
-    &[TEXTOID, JSONBOID],
-);
-
-static INSERT_RUN: Statement = Statement::new(
-    "WITH run AS (
-         INSERT INTO pgflow.runs (run_id, flow_slug, input, remaining_steps)
-         VALUES (coalesce($3, gen_random_uuid()), $1, $2, $4)
-         RETURNING run_id, flow_slug, input, remaining_steps, started_at
-     ), states AS (
-         INSERT INTO pgflow.step_states (flow_slug, run_id, step_slug, remaining_deps, initial_tasks)
-         SELECT s.flow_slug, run.run_id, s.step_slug, s.deps_count,
-                CASE WHEN s.step_type = 'single' THEN 1
-                     WHEN s.deps_count = 0 THEN jsonb_array_length(run.input) END
-         FROM run JOIN pgflow.steps s ON s.flow_slug = run.flow_slug
-     )
-     SELECT 'run:started', 'pgflow:run:' || run_id,
-            jsonb_build_object('event_type', 'run:started', 'run_id', run_id, 'flow_slug', flow_slug,
-                               'input', input, 'status', 'started', 'remaining_steps', remaining_steps,
-                               'started_at', started_at),
-            run_id
-     FROM run",
-    &[TEXTOID, JSONBOID, UUIDOID, INT4OID],
-);
+use super::events::emit_row;
+use super::shards;
+use crate::statement::{Statement, TableStatement, first, named};
 
 /// From this many tasks on, a step's task rows are inserted without per-row foreign-key checks
 /// (see `pgflow._insert_map_tasks`): for a map over 10,000 elements they are most of start_flow.
@@ -45,7 +14,7 @@ const BULK_TASKS: i32 = 1000;
 
 // The messages of a big step, returned as an array of ids in task_index order.
 static SEND_TASK_MESSAGES: Statement = Statement::new(
-    "SELECT array_agg(m.msg_id ORDER BY m.ord)
+    "SELECT array_agg(m.msg_id ORDER BY m.ord) AS ids
      FROM pgmq.send_batch(
             $1,
             ARRAY(SELECT jsonb_build_object('flow_slug', $1, 'run_id', $2, 'step_slug', $3, 'task_index', i)
@@ -59,7 +28,7 @@ static BULK_INSERT_ALLOWED: Statement = Statement::new(
                         WHERE tgrelid = 'pgflow.step_tasks'::regclass AND NOT tgisinternal)
         AND pg_catalog.has_function_privilege(
                 'pgflow._insert_map_tasks(pg_catalog.text,pg_catalog.uuid,pg_catalog.text,pg_catalog.int8[])',
-                'EXECUTE')",
+                'EXECUTE') AS allowed",
     &[],
 );
 
@@ -72,14 +41,6 @@ static INSERT_TASKS: Statement = Statement::new(
     "INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index, message_id)
      SELECT $1, $2, $3, (m.ord - 1)::int, m.id FROM unnest($4) WITH ORDINALITY AS m(id, ord)",
     &[TEXTOID, UUIDOID, TEXTOID, INT8ARRAYOID],
-);
-
-static INSERT_SHARDS: Statement = Statement::new(
-    "INSERT INTO pgflow._step_shards (run_id, step_slug, shard, remaining)
-     SELECT $1, $2, s.shard, $3 / $4 + CASE WHEN s.shard < $3 % $4 THEN 1 ELSE 0 END
-     FROM generate_series(0, $4 - 1) AS s(shard)
-     ON CONFLICT (run_id, step_slug, shard) DO UPDATE SET remaining = EXCLUDED.remaining",
-    &[UUIDOID, TEXTOID, INT4OID, INT4OID],
 );
 
 /// Enqueues a big step's tasks: messages first, then the task rows in one bulk insert.
@@ -102,10 +63,10 @@ fn enqueue_bulk(
             delay.into(),
         ],
     ))
-    .and_then(|row| col::<Vec<Option<i64>>>(&row, 1))
+    .and_then(|row| named::<Vec<Option<i64>>>(&row, "ids"))
     .unwrap_or_default();
     let unchecked = first(BULK_INSERT_ALLOWED.run(client, &[]))
-        .and_then(|row| col::<bool>(&row, 1))
+        .and_then(|row| named::<bool>(&row, "allowed"))
         .unwrap_or(false);
     let insert = if unchecked {
         &INSERT_MAP_TASKS_UNCHECKED
@@ -121,12 +82,7 @@ fn enqueue_bulk(
             ids.into(),
         ],
     );
-    if shards > 0 {
-        INSERT_SHARDS.run(
-            client,
-            &[run_id.into(), step_slug.into(), tasks.into(), shards.into()],
-        );
-    }
+    shards::insert(client, run_id, step_slug, tasks, shards);
 }
 
 // Starts the ready steps of a run and enqueues their tasks in one statement: messages go
@@ -153,8 +109,7 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
              SELECT st.*, s.step_type, coalesce(s.opt_start_delay, 0) AS delay,
                     clock_timestamp() + make_interval(secs => coalesce(s.opt_start_delay, 0)) AS vt,
                     st.initial_tasks >= $2 AS bulk,
-                    CASE WHEN s.step_type = 'map' AND st.initial_tasks > 1 THEN least(st.initial_tasks, $3)
-                         ELSE 0 END AS shards
+                    {shard_count} AS shards
              FROM started st
              JOIN pgflow.steps s ON s.flow_slug = st.flow_slug AND s.step_slug = st.step_slug
          ), msgs AS (
@@ -171,21 +126,19 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
                     (m.message ->> 'task_index')::int, m.msg_id
              FROM msgs m
          ), shards AS (
-             INSERT INTO pgflow._step_shards (run_id, step_slug, shard, remaining)
-             SELECT p.run_id, p.step_slug, sh,
-                    p.initial_tasks / p.shards + CASE WHEN sh < p.initial_tasks % p.shards THEN 1 ELSE 0 END
-             FROM plan p, generate_series(0, p.shards - 1) AS sh
-             WHERE p.shards > 0 AND NOT p.bulk
-             ON CONFLICT (run_id, step_slug, shard) DO UPDATE SET remaining = EXCLUDED.remaining
+             {insert_shards}
          )
-         SELECT 'step:' || p.step_slug || ':started', 'pgflow:run:' || p.run_id,
-                jsonb_build_object('event_type', 'step:started', 'run_id', p.run_id, 'step_slug', p.step_slug,
-                                   'status', 'started', 'started_at', p.started_at,
-                                   'remaining_tasks', p.remaining_tasks, 'remaining_deps', p.remaining_deps),
-                p.step_slug, p.initial_tasks, p.delay, p.bulk, p.shards
+         SELECT {event}, p.step_slug, p.initial_tasks AS tasks, p.delay, p.bulk, p.shards
          FROM plan p ORDER BY p.step_slug",
         started = crate::status!("started"),
         created = crate::status!("created"),
+        shard_count = shard_count_sql!("s.step_type", "st.initial_tasks", "$3"),
+        insert_shards = insert_shards_sql!(
+            "(SELECT run_id, step_slug, initial_tasks AS tasks, shards FROM plan WHERE NOT bulk)"
+        ),
+        event = step_started_event!(
+            "p.run_id", "p.step_slug", "p.started_at", "p.remaining_tasks", "p.remaining_deps"
+        ),
     )
 }
 
@@ -199,8 +152,8 @@ static RUN_FLOW: Statement = Statement::new(
 
 /// Starts every ready step of a run and enqueues its tasks.
 pub(crate) fn start_ready_steps(client: &mut SpiClient<'_>, run_id: pgrx::Uuid) {
-    let Some(flow_slug) =
-        first(RUN_FLOW.run(client, &[run_id.into()])).and_then(|row| col::<String>(&row, 1))
+    let Some(flow_slug) = first(RUN_FLOW.run(client, &[run_id.into()]))
+        .and_then(|row| named::<String>(&row, "flow_slug"))
     else {
         return;
     };
@@ -219,21 +172,17 @@ pub(crate) fn start_ready_steps_of(
         client,
         queue.stem(),
         || start_and_enqueue_sql(&table),
-        &[
-            run_id.into(),
-            BULK_TASKS.into(),
-            super::tasks::MAX_SHARDS.into(),
-        ],
+        &[run_id.into(), BULK_TASKS.into(), shards::MAX_SHARDS.into()],
     );
     let mut bulk = Vec::new();
     let mut visible_now = 0usize;
     for row in started {
         emit_row(&row);
-        let step_slug: String = col(&row, 4).unwrap_or_default();
-        let tasks: i32 = col(&row, 5).unwrap_or(0);
-        let delay: i32 = col(&row, 6).unwrap_or(0);
-        let is_bulk: bool = col(&row, 7).unwrap_or(false);
-        let shards: i32 = col(&row, 8).unwrap_or(0);
+        let step_slug: String = named(&row, "step_slug").unwrap_or_default();
+        let tasks: i32 = named(&row, "tasks").unwrap_or(0);
+        let delay: i32 = named(&row, "delay").unwrap_or(0);
+        let is_bulk: bool = named(&row, "bulk").unwrap_or(false);
+        let shards: i32 = named(&row, "shards").unwrap_or(0);
         if is_bulk {
             bulk.push((step_slug, tasks, delay, shards));
         } else if delay <= 0 {
@@ -248,78 +197,9 @@ pub(crate) fn start_ready_steps_of(
     }
 }
 
-pub(crate) fn start_flow(
-    client: &mut SpiClient<'_>,
-    flow_slug: Option<&str>,
-    input: Option<Jsonb>,
-    run_id: Option<pgrx::Uuid>,
-) -> Option<pgrx::Uuid> {
-    let check = first(FLOW_CHECK.run(client, &[flow_slug.into(), input.into()]))?;
-    let has_root_map: bool = col(&check, 1).unwrap_or(false);
-    let has_maps: bool = col(&check, 4).unwrap_or(false);
-    let has_conditions: bool = col(&check, 5).unwrap_or(false);
-    let step_count: i32 = col(&check, 2).unwrap_or(0);
-    let input_type: Option<String> = col(&check, 3);
-    if has_root_map {
-        let slug = flow_slug.unwrap_or("");
-        match input_type.as_deref() {
-            None => raise(format!("Flow {slug} has root map steps but input is NULL")),
-            Some("array") => {}
-            Some(other) => raise(format!(
-                "Flow {slug} has root map steps but input is not an array (got {other})"
-            )),
-        }
-    }
-
-    let inserted = INSERT_RUN.run(
-        client,
-        &[
-            flow_slug.into(),
-            input.into(),
-            run_id.into(),
-            step_count.into(),
-        ],
-    );
-    let mut run_id = None;
-    for row in inserted {
-        run_id = col::<pgrx::Uuid>(&row, 4);
-        emit_row(&row);
-    }
-    let run_id = run_id?;
-
-    // Conditions exist only on steps with patterns, taskless steps only among maps: a flow
-    // without them skips those cascades (they would find nothing).
-    if has_conditions && !cascade::resolve_conditions(client, run_id) {
-        return Some(run_id);
-    }
-    if has_maps || has_conditions {
-        cascade::complete_taskless_steps(client, run_id);
-    }
-    start_ready_steps_of(client, run_id, flow_slug.unwrap_or_default());
-    if step_count == 0 || has_maps || has_conditions {
-        cascade::maybe_complete_run(client, run_id);
-    }
-    Some(run_id)
-}
-
 #[pg_schema]
 mod pgflow {
     use super::*;
-
-    /// Starts a run of a flow and returns it (status may already be completed or failed).
-    #[pg_extern(requires = ["pgflow_schema"])]
-    fn start_flow(
-        flow_slug: Option<&str>,
-        input: Option<Jsonb>,
-        run_id: default!(Option<pgrx::Uuid>, "NULL"),
-    ) -> SetOfIterator<'static, RunRow> {
-        let outer = caller_context();
-        let row = Spi::connect_mut(|client| {
-            let run_id = super::start_flow(client, flow_slug, input, run_id)?;
-            crate::run::run_row(client, outer, run_id)
-        });
-        SetOfIterator::new(row)
-    }
 
     /// Starts every ready step of a run (status created, no remaining deps, tasks known and > 0).
     #[pg_extern(requires = ["pgflow_schema"])]
