@@ -54,7 +54,7 @@ static CONDITION_SKIP: Statement = Statement::new(
              RETURNING ss.flow_slug, ss.run_id, ss.step_slug, s.step_index, ss.skipped_at,
                        NULL::jsonb AS output, true AS skipped
          ), children AS (",
-        dependents_lose_dependency!("skipped"),
+        dependents_lose_dependency!("skipped", "$1"),
         "), run AS (
              UPDATE pgflow.runs SET remaining_steps = remaining_steps - (SELECT count(*) FROM skipped)
              WHERE run_id = $1

@@ -73,7 +73,7 @@ static DEPENDENTS_OF_SKIPPED: Statement = Statement::new(
              SELECT $1::uuid AS run_id, $3::text AS flow_slug, $2::text AS step_slug,
                     NULL::jsonb AS output, true AS skipped
          ) ",
-        dependents_lose_dependency!("skipped")
+        dependents_lose_dependency!("skipped", "$1")
     ),
     &[UUIDOID, TEXTOID, TEXTOID],
 );

@@ -23,7 +23,7 @@ static TASKLESS_PASS: Statement = Statement::new(
              RETURNING ss.flow_slug, ss.run_id, ss.step_slug, s.step_index, ss.started_at, ss.completed_at,
                        ss.output, false AS skipped
          ), children AS (",
-        dependents_lose_dependency!("done"),
+        dependents_lose_dependency!("done", "$1"),
         "), run AS (
              UPDATE pgflow.runs SET remaining_steps = remaining_steps - (SELECT count(*) FROM done)
              WHERE run_id = $1 AND EXISTS (SELECT 1 FROM done)
