@@ -18,7 +18,7 @@ macro_rules! after_step_completed_sql {
     () => {
         concat!(
             ", children AS (",
-            dependents_lose_dependency!("step", "$1"),
+            dependents_lose_dependency!(one "step", "$1"),
             "), run AS (
                  UPDATE pgflow.runs SET remaining_steps = remaining_steps - 1
                  WHERE run_id = $1 AND EXISTS (SELECT 1 FROM step)
