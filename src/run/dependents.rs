@@ -10,24 +10,24 @@ macro_rules! dependents_lose_dependency {
     // joins the dependents by key.
     (one $finished:literal, $run:literal) => {
         dependents_lose_dependency!(@update $run,
-            "(SELECT d.step_slug, 1 AS deps,
-                     CASE WHEN f.skipped THEN 0
-                          WHEN jsonb_typeof(f.output) = 'array' THEN jsonb_array_length(f.output)
-                     END AS map_size
+            "(SELECT d.step_slug, 1 AS deps, ", dependents_lose_dependency!(@map_size), " AS map_size
               FROM ", $finished, " f
               JOIN pgflow.deps d ON d.flow_slug = f.flow_slug AND d.dep_slug = f.step_slug)")
     };
     ($finished:literal, $run:literal) => {
         dependents_lose_dependency!(@update $run,
             "(SELECT d.step_slug, count(*)::int AS deps,
-                     max(CASE WHEN f.skipped THEN 0
-                              WHEN jsonb_typeof(f.output) = 'array' THEN jsonb_array_length(f.output)
-                         END) AS map_size
+                     max(", dependents_lose_dependency!(@map_size), ") AS map_size
               FROM ", $finished, " f
               JOIN pgflow.deps d ON d.flow_slug = f.flow_slug AND d.dep_slug = f.step_slug
               GROUP BY d.step_slug)")
     };
-    (@update $run:literal, $($lost:literal),+) => {
+    // A dependent map step's size from one finished step `f`.
+    (@map_size) => {
+        "CASE WHEN f.skipped THEN 0
+              WHEN jsonb_typeof(f.output) = 'array' THEN jsonb_array_length(f.output) END"
+    };
+    (@update $run:literal, $($lost:expr),+) => {
         concat!(
             "UPDATE pgflow.step_states child
              SET remaining_deps = child.remaining_deps - lost.deps,
