@@ -26,3 +26,20 @@ pub fn sqlstate_of(error: &pgrx::pg_sys::panic::CaughtError) -> PgSqlErrorCode {
         } => report.sql_error_code(),
     }
 }
+
+/// The message of a caught error.
+pub fn message_of(error: &pgrx::pg_sys::panic::CaughtError) -> String {
+    use pgrx::pg_sys::panic::CaughtError;
+    match error {
+        CaughtError::PostgresError(report)
+        | CaughtError::ErrorReport(report)
+        | CaughtError::RustPanic {
+            ereport: report, ..
+        } => report.message().to_string(),
+    }
+}
+
+/// Raises an error with its SQLSTATE (usable where a value is expected).
+pub fn error(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
+    ereport!(ERROR, code, message.into());
+}

@@ -18,6 +18,9 @@ pub static WORKER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static WORKER_DATABASES: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
+/// `pgflow.executors`: executor processes per database served (they run steps with a handler).
+pub static EXECUTORS: GucSetting<i32> = GucSetting::<i32>::new(2);
+
 /// `pgflow.worker_interval_ms`: time between two rounds of background work in a database.
 pub static WORKER_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(5000);
 
@@ -53,6 +56,16 @@ pub fn init() {
         c"Comma-separated list of databases served by pgflow_core's background worker.",
         c"One worker process runs per listed database that exists; it works once the extension is created there.",
         &WORKER_DATABASES,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgflow.executors",
+        c"Executor processes per database served by pgflow_core's background workers.",
+        c"Executors run the tasks of steps with a SQL handler; each takes a background worker slot (max_worker_processes).",
+        &EXECUTORS,
+        0,
+        64,
         GucContext::Sighup,
         GucFlags::default(),
     );

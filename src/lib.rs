@@ -7,6 +7,7 @@
 //! - `statement`, `datum`: prepared statements and raw datums shared by the above
 //! - `error`, `memory`, `transaction`: raising errors, copying results out of SPI memory,
 //!   subtransactions and function-local settings
+//! - `executor`: steps run by the database itself (SQL handlers, ad-hoc SQL tasks, executors)
 //! - `worker`: background workers (stalled tasks, timeouts, pruning)
 //! - `guc`: settings
 
@@ -17,6 +18,7 @@ use pgrx::prelude::*;
 pub mod datum;
 pub mod error;
 pub mod events;
+pub mod executor;
 pub mod flow;
 pub mod guc;
 pub mod memory;
@@ -35,6 +37,11 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../sql/pgflow_maintenance.sql",
     name = "pgflow_maintenance",
+    requires = ["pgflow_schema"]
+);
+pgrx::extension_sql_file!(
+    "../sql/pgflow_executor.sql",
+    name = "pgflow_executor",
     requires = ["pgflow_schema"]
 );
 pgrx::extension_sql_file!("../sql/pgflow_api.sql", name = "pgflow_api", finalize);

@@ -115,6 +115,9 @@ mod pgflow {
                 ],
             );
             ENSURE_QUEUE.run(client, &[flow_slug.into()]);
+            if let Some(slug) = flow_slug {
+                crate::executor::record_owner(client, slug);
+            }
             let row = first(FLOW_ROW.run(client, &[flow_slug.into()]))?;
             only::<RawDatum>(&row).map(|d| FlowRow(copy_to(outer, d.0)))
         })

@@ -144,6 +144,32 @@ pub fn register(stem: &str) {
     REGISTERED.with(|r| r.set(true));
 }
 
+/// Registers this process as waiting on a key for as long as it lives (the executors wait on
+/// their queue between transactions); the slot is cleared when the process exits.
+pub fn register_until_exit(stem: &str) {
+    let Some(waiters) = waiters() else { return };
+    let me = unsafe { (*pg_sys::MyProc).pgprocno };
+    if me < 0 || me as u32 >= waiters.slots {
+        return;
+    }
+    if slot(waiters, me as u32).swap(queue_key(stem), Ordering::SeqCst) == 0 {
+        waiters.active.fetch_add(1, Ordering::SeqCst);
+    }
+    unsafe { pg_sys::before_shmem_exit(Some(unregister_at_exit), pg_sys::Datum::from(0)) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn unregister_at_exit(_code: i32, _arg: pg_sys::Datum) {
+    let Some(waiters) = waiters() else { return };
+    let me = unsafe { (*pg_sys::MyProc).pgprocno };
+    if me >= 0
+        && (me as u32) < waiters.slots
+        && slot(waiters, me as u32).swap(0, Ordering::SeqCst) != 0
+    {
+        waiters.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Remembers that this transaction made `count` messages visible in a queue; after commit, up
 /// to that many of its waiters are woken (not all of them: they would only race for the same
 /// messages).

@@ -51,13 +51,25 @@ static STEP_RETRYING: Statement = Statement::new(
     &[UUIDOID, TEXTOID],
 );
 
+// The retry's backoff: the task's message (or, for a task of a step with a handler, its row in
+// the executors' queue) becomes visible after the delay.
 static RETRY_DELAY: Statement = Statement::new(
-    "SELECT pgmq.set_vt(t.flow_slug, t.message_id,
-                        pgflow.calculate_retry_delay(coalesce(s.opt_base_delay, f.opt_base_delay), t.attempts_count))
-     FROM pgflow.step_tasks t
-     JOIN pgflow.steps s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
-     JOIN pgflow.flows f ON f.flow_slug = t.flow_slug
-     WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.message_id IS NOT NULL",
+    "WITH t AS (
+         SELECT t.flow_slug, t.message_id,
+                pgflow.calculate_retry_delay(coalesce(s.opt_base_delay, f.opt_base_delay), t.attempts_count) AS delay
+         FROM pgflow.step_tasks t
+         JOIN pgflow.steps s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+         JOIN pgflow.flows f ON f.flow_slug = t.flow_slug
+         WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3
+     ), msg AS (
+         SELECT pgmq.set_vt(t.flow_slug, t.message_id, t.delay) FROM t WHERE t.message_id IS NOT NULL
+     ), local AS (
+         UPDATE pgflow._local_tasks l SET visible_at = clock_timestamp() + make_interval(secs => t.delay)
+         FROM t
+         WHERE t.message_id IS NULL AND l.run_id = $1 AND l.step_slug = $2 AND l.task_index = $3
+         RETURNING 1
+     )
+     SELECT (SELECT count(*) FROM msg) + (SELECT count(*) FROM local) AS delayed",
     &[UUIDOID, TEXTOID, INT4OID],
 );
 

@@ -65,6 +65,18 @@ fn enqueue_bulk(
     ))
     .and_then(|row| named::<Vec<Option<i64>>>(&row, "ids"))
     .unwrap_or_default();
+    insert_task_rows(client, flow_slug, run_id, step_slug, ids);
+    shards::insert(client, run_id, step_slug, tasks, shards);
+}
+
+/// Inserts a big step's task rows, one per message id (NULL for tasks without a message).
+fn insert_task_rows(
+    client: &mut SpiClient<'_>,
+    flow_slug: &str,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+    ids: Vec<Option<i64>>,
+) {
     let unchecked = first(BULK_INSERT_ALLOWED.run(client, &[]))
         .and_then(|row| named::<bool>(&row, "allowed"))
         .unwrap_or(false);
@@ -82,10 +94,48 @@ fn enqueue_bulk(
             ids.into(),
         ],
     );
+}
+
+static INSERT_LOCAL_ROWS: Statement = Statement::new(
+    "INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at)
+     SELECT $2, $3, i, $1, clock_timestamp() + make_interval(secs => $5)
+     FROM generate_series(0, $4 - 1) AS i",
+    &[TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID],
+);
+
+/// Enqueues a big step's tasks for the executors: queue rows, then the task rows without
+/// messages (in one bulk insert, as `enqueue_bulk`).
+fn enqueue_bulk_local(
+    client: &mut SpiClient<'_>,
+    flow_slug: &str,
+    run_id: pgrx::Uuid,
+    step_slug: &str,
+    tasks: i32,
+    delay: i32,
+    shards: i32,
+) {
+    INSERT_LOCAL_ROWS.run(
+        client,
+        &[
+            flow_slug.into(),
+            run_id.into(),
+            step_slug.into(),
+            tasks.into(),
+            delay.into(),
+        ],
+    );
+    insert_task_rows(
+        client,
+        flow_slug,
+        run_id,
+        step_slug,
+        vec![None; tasks as usize],
+    );
     shards::insert(client, run_id, step_slug, tasks, shards);
 }
 
-// Starts the ready steps of a run and enqueues their tasks in one statement: messages go
+// Starts the ready steps of a run and enqueues their tasks in one statement: tasks of steps
+// with a handler go to the executors' queue (`pgflow._local_tasks`), the others' messages go
 // straight into the flow's queue table (ids ascend with task_index within a step, all messages
 // of a step share one vt), task rows and map shards are inserted from them. Steps of
 // `BULK_TASKS` tasks or more are only started here; their tasks are enqueued by `enqueue_bulk`.
@@ -109,7 +159,9 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
              SELECT st.*, s.step_type, coalesce(s.opt_start_delay, 0) AS delay,
                     clock_timestamp() + make_interval(secs => coalesce(s.opt_start_delay, 0)) AS vt,
                     st.initial_tasks >= $2 AS bulk,
-                    {shard_count} AS shards
+                    {shard_count} AS shards,
+                    EXISTS (SELECT 1 FROM pgflow._step_handlers h
+                            WHERE h.flow_slug = st.flow_slug AND h.step_slug = st.step_slug) AS local
              FROM started st
              JOIN pgflow.steps s ON s.flow_slug = st.flow_slug AND s.step_slug = st.step_slug
          ), msgs AS (
@@ -117,7 +169,7 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
              SELECT p.vt, jsonb_build_object('flow_slug', p.flow_slug, 'run_id', p.run_id,
                                              'step_slug', p.step_slug, 'task_index', i)
              FROM plan p, generate_series(0, p.initial_tasks - 1) AS i
-             WHERE NOT p.bulk
+             WHERE NOT p.bulk AND NOT p.local
              ORDER BY p.step_slug, i
              RETURNING msg_id, message
          ), tasks AS (
@@ -125,10 +177,19 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
              SELECT m.message ->> 'flow_slug', (m.message ->> 'run_id')::uuid, m.message ->> 'step_slug',
                     (m.message ->> 'task_index')::int, m.msg_id
              FROM msgs m
+         ), local_rows AS (
+             INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at)
+             SELECT p.run_id, p.step_slug, i, p.flow_slug, p.vt
+             FROM plan p, generate_series(0, p.initial_tasks - 1) AS i
+             WHERE NOT p.bulk AND p.local
+             RETURNING flow_slug, run_id, step_slug, task_index
+         ), local_tasks AS (
+             INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index)
+             SELECT l.flow_slug, l.run_id, l.step_slug, l.task_index FROM local_rows l
          ), shards AS (
              {insert_shards}
          )
-         SELECT {event}, p.step_slug, p.initial_tasks AS tasks, p.delay, p.bulk, p.shards
+         SELECT {event}, p.step_slug, p.initial_tasks AS tasks, p.delay, p.bulk, p.shards, p.local
          FROM plan p ORDER BY p.step_slug",
         started = crate::status!("started"),
         created = crate::status!("created"),
@@ -176,6 +237,7 @@ pub(crate) fn start_ready_steps_of(
     );
     let mut bulk = Vec::new();
     let mut visible_now = 0usize;
+    let mut local_now = 0usize;
     for row in started {
         emit_row(&row);
         let step_slug: String = named(&row, "step_slug").unwrap_or_default();
@@ -183,8 +245,11 @@ pub(crate) fn start_ready_steps_of(
         let delay: i32 = named(&row, "delay").unwrap_or(0);
         let is_bulk: bool = named(&row, "bulk").unwrap_or(false);
         let shards: i32 = named(&row, "shards").unwrap_or(0);
+        let local: bool = named(&row, "local").unwrap_or(false);
         if is_bulk {
-            bulk.push((step_slug, tasks, delay, shards));
+            bulk.push((step_slug, tasks, delay, shards, local));
+        } else if delay <= 0 && local {
+            local_now += tasks as usize;
         } else if delay <= 0 {
             visible_now += tasks as usize;
         }
@@ -192,9 +257,17 @@ pub(crate) fn start_ready_steps_of(
     if visible_now > 0 {
         crate::queue::wake::sent(&crate::queue::name::sql_lower(flow_slug), visible_now);
     }
-    for (step_slug, tasks, delay, shards) in bulk {
-        enqueue_bulk(client, flow_slug, run_id, &step_slug, tasks, delay, shards);
+    for (step_slug, tasks, delay, shards, local) in bulk {
+        if local {
+            enqueue_bulk_local(client, flow_slug, run_id, &step_slug, tasks, delay, shards);
+            if delay <= 0 {
+                local_now += tasks as usize;
+            }
+        } else {
+            enqueue_bulk(client, flow_slug, run_id, &step_slug, tasks, delay, shards);
+        }
     }
+    crate::executor::wake::tasks_queued(local_now);
 }
 
 #[pg_schema]

@@ -12,40 +12,81 @@ use crate::memory::{caller_context, copy_to};
 use crate::statement::{Statement, first, named};
 use crate::status;
 
-// Claims queued tasks of running steps, with what their input is built from. The plan must
-// start from the message ids and reach each task by its full primary key, whatever the
-// statistics say: the candidates are found by message id alone (message ids are per queue, so
-// the flow is checked after); the task rows are joined to the candidates only, on their key (a
-// `t.flow_slug` test or a join to step_states would let the planner reach them by a key prefix
-// and read every task of a map step per lookup); the run and the step are checked by subqueries
-// on their keys; and the task's status is tested with `status!` (see there).
+// Claims queued tasks of running steps, with what their input is built from: `candidates` are
+// the tasks asked for (columns flow_slug, run_id, step_slug, task_index), `check` further
+// conditions on them, `worker` the worker id recorded. The plan must start from the candidates
+// and reach each task by its full primary key, whatever the statistics say: the task rows are
+// joined to the candidates only, on their key (a `t.flow_slug` test or a join to step_states
+// would let the planner reach them by a key prefix and read every task of a map step per
+// lookup); the run and the step are checked by subqueries on their keys; and the task's status
+// is tested with `status!` (see there).
+macro_rules! claim_tasks_sql {
+    ($candidates:expr, $check:expr, $worker:expr, $returning:expr) => {
+        concat!(
+            "WITH candidates AS MATERIALIZED (", $candidates, ")
+             UPDATE pgflow.step_tasks t
+             SET attempts_count = t.attempts_count + 1, status = 'started', started_at = now(),
+                 last_worker_id = ", $worker, "
+             FROM candidates c, pgflow.steps s
+             WHERE ", $check, "
+               t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+               AND t.status = ", status!("queued"), "
+               AND s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug
+               AND (SELECT r.status FROM pgflow.runs r WHERE r.run_id = c.run_id) = 'started'
+               AND (SELECT ss.status FROM pgflow.step_states ss
+                    WHERE ss.run_id = c.run_id AND ss.step_slug = c.step_slug) = 'started'
+             RETURNING t.run_id, t.step_slug, t.task_index, t.message_id, s.step_type, s.deps_count,
+                       CASE WHEN s.step_type = 'single' THEN
+                            coalesce((SELECT jsonb_object_agg(d.dep_slug, ds.output)
+                                      FROM pgflow.deps d
+                                      JOIN pgflow.step_states ds ON ds.run_id = t.run_id AND ds.step_slug = d.dep_slug
+                                      WHERE d.flow_slug = t.flow_slug AND d.step_slug = t.step_slug
+                                        AND ds.status = 'completed'), '{}'::jsonb) END AS input",
+            $returning
+        )
+    };
+}
+
+// The tasks behind a worker's messages (message ids are per queue, so the flow is checked after).
 static CLAIM_TASKS: Statement = Statement::new(
-    concat!(
-    "WITH candidates AS MATERIALIZED (
-         SELECT c.flow_slug, c.run_id, c.step_slug, c.task_index FROM pgflow.step_tasks c
-         WHERE c.message_id = ANY($2)
-     )
-     UPDATE pgflow.step_tasks t
-     SET attempts_count = t.attempts_count + 1, status = 'started', started_at = now(), last_worker_id = $3
-     FROM candidates c, pgflow.steps s
-     WHERE c.flow_slug = $1
-       AND t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
-       AND t.status = ", status!("queued"), "
-       AND s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug
-       AND (SELECT r.status FROM pgflow.runs r WHERE r.run_id = c.run_id) = 'started'
-       AND (SELECT ss.status FROM pgflow.step_states ss
-            WHERE ss.run_id = c.run_id AND ss.step_slug = c.step_slug) = 'started'
-     RETURNING t.run_id, t.step_slug, t.task_index, t.message_id, s.step_type, s.deps_count,
-               CASE WHEN s.step_type = 'single' THEN
-                    coalesce((SELECT jsonb_object_agg(d.dep_slug, ds.output)
-                              FROM pgflow.deps d
-                              JOIN pgflow.step_states ds ON ds.run_id = t.run_id AND ds.step_slug = d.dep_slug
-                              WHERE d.flow_slug = t.flow_slug AND d.step_slug = t.step_slug
-                                AND ds.status = 'completed'), '{}'::jsonb) END AS input,
-               CASE WHEN s.step_type = 'single' AND s.deps_count = 0 THEN
-                    (SELECT r.input FROM pgflow.runs r WHERE r.run_id = t.run_id) END AS flow_input"
+    claim_tasks_sql!(
+        "SELECT c.flow_slug, c.run_id, c.step_slug, c.task_index FROM pgflow.step_tasks c
+         WHERE c.message_id = ANY($2)",
+        "c.flow_slug = $1 AND",
+        "$3",
+        ",
+         CASE WHEN s.step_type = 'single' AND s.deps_count = 0 THEN
+              (SELECT r.input FROM pgflow.runs r WHERE r.run_id = t.run_id) END AS flow_input"
     ),
     &[TEXTOID, INT8ARRAYOID, UUIDOID],
+);
+
+// Up to $1 visible tasks of the executors' queue, oldest first. Their queue rows are taken
+// (a retry puts its row back); rows of tasks that can no longer run just go. Comes with the
+// run input and the step's handler.
+static CLAIM_LOCAL_TASKS: Statement = Statement::new(
+    claim_tasks_sql!(
+        "DELETE FROM pgflow._local_tasks l
+         WHERE (l.run_id, l.step_slug, l.task_index) IN (
+             SELECT q.run_id, q.step_slug, q.task_index FROM pgflow._local_tasks q
+             WHERE q.visible_at <= clock_timestamp()
+             ORDER BY q.visible_at LIMIT $1
+             FOR UPDATE SKIP LOCKED)
+         RETURNING l.flow_slug, l.run_id, l.step_slug, l.task_index",
+        "",
+        "NULL",
+        ",
+         t.flow_slug, coalesce(s.opt_timeout, (SELECT f.opt_timeout FROM pgflow.flows f
+                                               WHERE f.flow_slug = t.flow_slug)) AS timeout,
+         (SELECT r.input FROM pgflow.runs r WHERE r.run_id = t.run_id) AS flow_input,
+         (SELECT coalesce(h.statement, a.statement) FROM pgflow._step_handlers h
+          LEFT JOIN pgflow._adhoc_tasks a ON h.kind = 'adhoc' AND a.run_id = t.run_id
+          WHERE h.flow_slug = t.flow_slug AND h.step_slug = t.step_slug) AS statement,
+         (SELECT CASE WHEN h.kind = 'adhoc' THEN a.run_as ELSE h.run_as END FROM pgflow._step_handlers h
+          LEFT JOIN pgflow._adhoc_tasks a ON h.kind = 'adhoc' AND a.run_id = t.run_id
+          WHERE h.flow_slug = t.flow_slug AND h.step_slug = t.step_slug) AS run_as"
+    ),
+    &[INT4OID],
 );
 
 // The array a map step's tasks take their elements from: the run input for a root map, the
@@ -59,71 +100,47 @@ static MAP_SOURCE: Statement = Statement::new(
     &[UUIDOID, TEXTOID, INT4OID],
 );
 
-struct Claimed {
-    run_id: pgrx::Uuid,
-    step_slug: String,
-    task_index: i32,
-    message_id: Option<i64>,
+/// A claimed task. Its input is known once `with_inputs` has filled it in.
+pub(crate) struct Claimed {
+    pub flow_slug: Option<String>,
+    pub run_id: pgrx::Uuid,
+    pub step_slug: String,
+    pub task_index: i32,
+    pub message_id: Option<i64>,
     step_type: StepType,
     deps_count: i32,
-    /// A single step's input and flow input (map inputs come from `TASK_SOURCE`).
-    input: Option<pgrx::pg_sys::Datum>,
-    flow_input: Option<pgrx::pg_sys::Datum>,
+    /// A single step's input (a map task's is filled in by `with_inputs`), and the flow input.
+    pub input: Option<pgrx::pg_sys::Datum>,
+    pub flow_input: Option<pgrx::pg_sys::Datum>,
 }
 
-/// Starts the queued tasks behind `msg_ids` and builds their `step_task_record`s in `outer`.
-/// A single step's input comes with its claim; a map step's array is read and detoasted once
-/// per call, not once per task, and each map task takes one element of it.
-fn start_tasks(
+impl Claimed {
+    fn read(row: &pgrx::spi::SpiHeapTupleData<'_>) -> Option<Claimed> {
+        Some(Claimed {
+            flow_slug: None,
+            run_id: named(row, "run_id")?,
+            step_slug: named(row, "step_slug")?,
+            task_index: named(row, "task_index")?,
+            message_id: named(row, "message_id"),
+            step_type: StepType::read(row, "step_type")?,
+            deps_count: named(row, "deps_count")?,
+            input: named::<RawDatum>(row, "input").map(|d| d.0),
+            flow_input: named::<RawDatum>(row, "flow_input").map(|d| d.0),
+        })
+    }
+}
+
+/// Fills in the inputs of claimed map tasks: a map step's array is read and detoasted once
+/// per call, not once per task, and each map task takes one element of it (in `outer`).
+fn with_inputs<'a>(
     client: &mut SpiClient<'_>,
     outer: pgrx::pg_sys::MemoryContext,
-    flow_slug: Option<&str>,
-    msg_ids: Vec<Option<i64>>,
-    worker_id: Option<pgrx::Uuid>,
-) -> Vec<TaskRecord> {
+    claimed: impl Iterator<Item = &'a mut Claimed>,
+) {
     use pgrx::pg_sys;
-    let claimed: Vec<Claimed> = CLAIM_TASKS
-        .run(
-            client,
-            &[flow_slug.into(), Some(msg_ids).into(), worker_id.into()],
-        )
-        .filter_map(|row| {
-            Some(Claimed {
-                run_id: named(&row, "run_id")?,
-                step_slug: named(&row, "step_slug")?,
-                task_index: named(&row, "task_index")?,
-                message_id: named(&row, "message_id"),
-                step_type: StepType::read(&row, "step_type")?,
-                deps_count: named(&row, "deps_count")?,
-                input: named::<RawDatum>(&row, "input").map(|d| d.0),
-                flow_input: named::<RawDatum>(&row, "flow_input").map(|d| d.0),
-            })
-        })
-        .collect();
-    if claimed.is_empty() {
-        return Vec::new();
-    }
-
     let mut sources: std::collections::HashMap<(pgrx::Uuid, String), Option<pg_sys::Datum>> =
         std::collections::HashMap::new();
-    let tupdesc = PgTupleDesc::for_composite_type("pgflow.step_task_record")
-        .unwrap_or_else(|| crate::error::internal_error("type pgflow.step_task_record is missing"));
-    check_record_type(&tupdesc);
-    let mut records = Vec::with_capacity(claimed.len());
-    for task in &claimed {
-        if task.step_type != StepType::Map {
-            let values = [
-                flow_slug.into_datum(),
-                task.run_id.into_datum(),
-                task.step_slug.as_str().into_datum(),
-                task.input,
-                task.message_id.into_datum(),
-                task.task_index.into_datum(),
-                task.flow_input,
-            ];
-            records.push(TaskRecord(form_record(&tupdesc, outer, &values)));
-            continue;
-        }
+    for task in claimed.filter(|t| t.step_type == StepType::Map) {
         let key = (task.run_id, task.step_slug.clone());
         let source = *sources.entry(key).or_insert_with(|| {
             first(MAP_SOURCE.run(
@@ -137,24 +154,91 @@ fn start_tasks(
             .and_then(|row| named::<RawDatum>(&row, "source"))
             .map(|d| copy_to(outer, d.0))
         });
-        let input = source.and_then(|array| unsafe {
-            pgrx::direct_function_call_as_datum(
+        task.input = source.and_then(|array| unsafe {
+            let old = pg_sys::MemoryContextSwitchTo(outer);
+            let element = pgrx::direct_function_call_as_datum(
                 pg_sys::jsonb_array_element,
                 &[Some(array), task.task_index.into_datum()],
-            )
+            );
+            pg_sys::MemoryContextSwitchTo(old);
+            element
         });
-        let values = [
-            flow_slug.into_datum(),
-            task.run_id.into_datum(),
-            task.step_slug.as_str().into_datum(),
-            input,
-            task.message_id.into_datum(),
-            task.task_index.into_datum(),
-            None,
-        ];
-        records.push(TaskRecord(form_record(&tupdesc, outer, &values)));
     }
-    records
+}
+
+/// Starts the queued tasks behind `msg_ids` and builds their `step_task_record`s in `outer`.
+/// A single step's input comes with its claim.
+fn start_tasks(
+    client: &mut SpiClient<'_>,
+    outer: pgrx::pg_sys::MemoryContext,
+    flow_slug: Option<&str>,
+    msg_ids: Vec<Option<i64>>,
+    worker_id: Option<pgrx::Uuid>,
+) -> Vec<TaskRecord> {
+    let mut claimed: Vec<Claimed> = CLAIM_TASKS
+        .run(
+            client,
+            &[flow_slug.into(), Some(msg_ids).into(), worker_id.into()],
+        )
+        .filter_map(|row| Claimed::read(&row))
+        .collect();
+    if claimed.is_empty() {
+        return Vec::new();
+    }
+    with_inputs(client, outer, claimed.iter_mut());
+
+    let tupdesc = PgTupleDesc::for_composite_type("pgflow.step_task_record")
+        .unwrap_or_else(|| crate::error::internal_error("type pgflow.step_task_record is missing"));
+    check_record_type(&tupdesc);
+    claimed
+        .iter()
+        .map(|task| {
+            let values = [
+                flow_slug.into_datum(),
+                task.run_id.into_datum(),
+                task.step_slug.as_str().into_datum(),
+                task.input,
+                task.message_id.into_datum(),
+                task.task_index.into_datum(),
+                task.flow_input,
+            ];
+            TaskRecord(form_record(&tupdesc, outer, &values))
+        })
+        .collect()
+}
+
+/// A task claimed from the executors' queue, with its handler.
+pub(crate) struct LocalTask {
+    pub task: Claimed,
+    pub timeout: i32,
+    pub statement: Option<String>,
+    pub run_as: Option<pgrx::pg_sys::Oid>,
+}
+
+/// Starts up to `limit` visible tasks of the executors' queue; their inputs, the run input and
+/// the handler come with them (datums in `outer`).
+pub(crate) fn start_local_tasks(
+    client: &mut SpiClient<'_>,
+    outer: pgrx::pg_sys::MemoryContext,
+    limit: i32,
+) -> Vec<LocalTask> {
+    let mut tasks: Vec<LocalTask> = CLAIM_LOCAL_TASKS
+        .run(client, &[limit.into()])
+        .filter_map(|row| {
+            let mut task = Claimed::read(&row)?;
+            task.flow_slug = named(&row, "flow_slug");
+            task.input = task.input.map(|d| copy_to(outer, d));
+            task.flow_input = task.flow_input.map(|d| copy_to(outer, d));
+            Some(LocalTask {
+                task,
+                timeout: named(&row, "timeout").unwrap_or(60),
+                statement: named(&row, "statement"),
+                run_as: named(&row, "run_as"),
+            })
+        })
+        .collect();
+    with_inputs(client, outer, tasks.iter_mut().map(|t| &mut t.task));
+    tasks
 }
 
 /// The attribute types of `pgflow.step_task_record` that `form_record` fills.

@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use pgrx::PgTryBuilder;
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use super::{extension_installed, in_transaction};
 use crate::guc;
 
 #[pg_guard]
@@ -44,18 +44,6 @@ pub extern "C-unwind" fn pgflow_database_worker_main(arg: pg_sys::Datum) {
             return;
         }
     }
-}
-
-fn extension_installed() -> bool {
-    in_transaction(|| {
-        Spi::get_one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pgflow_core')",
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(false)
-    })
-    .unwrap_or(false)
 }
 
 /// Prunes in batches, one transaction each, until nothing is left. Returns false when the
@@ -106,45 +94,4 @@ fn tick() {
         Ok(Err(e)) => warning!("pgflow_core worker: tick failed: {e}"),
         Err(message) => warning!("pgflow_core worker: tick failed: {message}"),
     }
-}
-
-/// Runs `body` in its own transaction. An error raised inside is caught, the transaction rolled
-/// back, and the error message returned.
-fn in_transaction<R>(body: impl FnOnce() -> R + std::panic::UnwindSafe) -> Result<R, String> {
-    unsafe {
-        pg_sys::SetCurrentStatementStartTimestamp();
-        pg_sys::StartTransactionCommand();
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-    }
-    let outcome = PgTryBuilder::new(|| {
-        // A round never waits long behind a lock that a user's transaction holds: the statements
-        // skip locked rows where they can, and this bounds the rest (the round fails, is logged,
-        // and the next one tries again).
-        Spi::run("SELECT pg_catalog.set_config('lock_timeout', '5s', true)")
-            .map_err(|e| e.to_string())?;
-        Ok(body())
-    })
-    .catch_others(|caught| {
-        Err(match caught {
-            pg_sys::panic::CaughtError::PostgresError(report)
-            | pg_sys::panic::CaughtError::ErrorReport(report)
-            | pg_sys::panic::CaughtError::RustPanic {
-                ereport: report, ..
-            } => report.message().to_string(),
-        })
-    })
-    .execute();
-    unsafe {
-        match outcome {
-            Ok(_) => {
-                pg_sys::PopActiveSnapshot();
-                pg_sys::CommitTransactionCommand();
-            }
-            Err(_) => {
-                pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
-                pg_sys::AbortCurrentTransaction();
-            }
-        }
-    }
-    outcome
 }

@@ -28,7 +28,8 @@ pub extern "C-unwind" fn pgflow_launcher_main(_arg: pg_sys::Datum) {
     // No database: the launcher only reads the shared catalog pg_database.
     BackgroundWorker::connect_worker_to_spi(None, None);
 
-    let mut slots: HashMap<String, Slot> = HashMap::new();
+    // By database and process: 0 the database worker, 1.. its executors.
+    let mut slots: HashMap<(String, i32), Slot> = HashMap::new();
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
@@ -39,9 +40,10 @@ pub extern "C-unwind" fn pgflow_launcher_main(_arg: pg_sys::Datum) {
             Vec::new()
         };
 
-        // Stop workers of databases no longer wanted.
-        slots.retain(|name, slot| {
-            if wanted.contains(name) {
+        let executors = guc::EXECUTORS.get();
+        // Stop workers of databases no longer wanted, and executors beyond their number.
+        slots.retain(|(name, index), slot| {
+            if wanted.contains(name) && *index <= executors {
                 return true;
             }
             if let Some(handle) = slot.handle.take() {
@@ -50,24 +52,41 @@ pub extern "C-unwind" fn pgflow_launcher_main(_arg: pg_sys::Datum) {
             false
         });
 
-        for name in wanted {
+        for key in wanted
+            .iter()
+            .flat_map(|name| (0..=executors).map(move |index| (name.clone(), index)))
+        {
             let running = slots
-                .get(&name)
+                .get(&key)
                 .and_then(|s| s.handle.as_ref())
                 .is_some_and(|h| h.pid().is_ok());
             let recently = slots
-                .get(&name)
+                .get(&key)
                 .is_some_and(|s| s.started_at.elapsed() < RETRY_AFTER);
             if running || recently {
                 continue;
             }
-            let Some(oid) = database_oid(&name) else {
+            let (name, index) = &key;
+            let Some(oid) = database_oid(name) else {
                 continue;
             };
-            let handle = BackgroundWorkerBuilder::new(&format!("pgflow_core worker {name}"))
-                .set_type("pgflow_core worker")
+            let (title, kind, function) = if *index == 0 {
+                (
+                    format!("pgflow_core worker {name}"),
+                    "pgflow_core worker",
+                    "pgflow_database_worker_main",
+                )
+            } else {
+                (
+                    format!("pgflow_core executor {name} {index}"),
+                    "pgflow_core executor",
+                    "pgflow_executor_main",
+                )
+            };
+            let handle = BackgroundWorkerBuilder::new(&title)
+                .set_type(kind)
                 .set_library(super::LIBRARY)
-                .set_function("pgflow_database_worker_main")
+                .set_function(function)
                 .set_argument(Some(pg_sys::Datum::from(u32::from(oid))))
                 .enable_spi_access()
                 .set_start_time(BgWorkerStartTime::RecoveryFinished)
@@ -76,11 +95,11 @@ pub extern "C-unwind" fn pgflow_launcher_main(_arg: pg_sys::Datum) {
                 .ok();
             if handle.is_none() {
                 log!(
-                    "pgflow_core launcher: no free background worker slot for database \"{name}\" (raise max_worker_processes)"
+                    "pgflow_core launcher: no free background worker slot for {title} (raise max_worker_processes)"
                 );
             }
             slots.insert(
-                name,
+                key,
                 Slot {
                     handle,
                     started_at: Instant::now(),

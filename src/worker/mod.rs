@@ -14,6 +14,7 @@ mod launcher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use pgrx::PgTryBuilder;
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -94,4 +95,72 @@ mod pgflow {
             unsafe { pg_sys::RegisterXactCallback(Some(notice_at_commit), std::ptr::null_mut()) };
         }
     }
+}
+
+pub(crate) fn extension_installed() -> bool {
+    in_transaction(|| {
+        Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pgflow_core')",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    })
+    .unwrap_or(false)
+}
+
+/// Runs `body` in its own transaction. An error raised inside is caught, the transaction rolled
+/// back, and the error message returned.
+pub(crate) fn in_transaction<R>(
+    body: impl FnOnce() -> R + std::panic::UnwindSafe,
+) -> Result<R, String> {
+    in_transaction_with(Some("5s"), body)
+}
+
+/// `in_transaction` with a lock_timeout of its own (None: the server's setting).
+pub(crate) fn in_transaction_with<R>(
+    lock_timeout: Option<&str>,
+    body: impl FnOnce() -> R + std::panic::UnwindSafe,
+) -> Result<R, String> {
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let outcome = PgTryBuilder::new(|| {
+        // A round never waits long behind a lock that a user's transaction holds: the statements
+        // skip locked rows where they can, and this bounds the rest (the round fails, is logged,
+        // and the next one tries again).
+        if let Some(timeout) = lock_timeout {
+            Spi::run_with_args(
+                "SELECT pg_catalog.set_config('lock_timeout', $1, true)",
+                &[timeout.into()],
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(body())
+    })
+    .catch_others(|caught| {
+        Err(match caught {
+            pg_sys::panic::CaughtError::PostgresError(report)
+            | pg_sys::panic::CaughtError::ErrorReport(report)
+            | pg_sys::panic::CaughtError::RustPanic {
+                ereport: report, ..
+            } => report.message().to_string(),
+        })
+    })
+    .execute();
+    unsafe {
+        match outcome {
+            Ok(_) => {
+                pg_sys::PopActiveSnapshot();
+                pg_sys::CommitTransactionCommand();
+            }
+            Err(_) => {
+                pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+                pg_sys::AbortCurrentTransaction();
+            }
+        }
+    }
+    outcome
 }

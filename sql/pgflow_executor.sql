@@ -1,0 +1,55 @@
+-- Steps run by the database itself (src/executor): SQL handlers, the queue of their tasks, and
+-- ad-hoc SQL tasks. None of these tables is part of the contract.
+
+-- The role that created each flow: only it (or a member of it, or a superuser) may give the
+-- flow's steps a handler.
+CREATE TABLE pgflow._flow_owners (
+    flow_slug text NOT NULL,
+    owner     oid  NOT NULL,
+    CONSTRAINT _flow_owners_pkey PRIMARY KEY (flow_slug),
+    CONSTRAINT _flow_owners_flow_slug_fkey FOREIGN KEY (flow_slug)
+        REFERENCES pgflow.flows (flow_slug) ON DELETE CASCADE
+);
+
+-- A step's handler: the statement the database runs for each of its tasks, as role run_as.
+-- kind 'adhoc' is the step of the built-in flow behind ad-hoc tasks: each run brings its own
+-- statement (pgflow._adhoc_tasks).
+CREATE TABLE pgflow._step_handlers (
+    flow_slug  text        NOT NULL,
+    step_slug  text        NOT NULL,
+    kind       text        NOT NULL,
+    statement  text,
+    run_as     oid         NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT _step_handlers_pkey PRIMARY KEY (flow_slug, step_slug),
+    CONSTRAINT _step_handlers_step_fkey FOREIGN KEY (flow_slug, step_slug)
+        REFERENCES pgflow.steps (flow_slug, step_slug) ON DELETE CASCADE,
+    CONSTRAINT _step_handlers_kind_check CHECK (kind IN ('sql', 'adhoc')),
+    CONSTRAINT _step_handlers_statement_check CHECK (kind = 'adhoc' OR statement IS NOT NULL)
+);
+
+-- The queue of tasks that the executors run: tasks of steps with a handler get a row here
+-- instead of a message in the flow's queue, so no external worker ever reads them. A row goes
+-- when its task is done with (by the executor that ran it, or when the run is pruned).
+CREATE TABLE pgflow._local_tasks (
+    run_id     uuid        NOT NULL,
+    step_slug  text        NOT NULL,
+    task_index integer     NOT NULL,
+    flow_slug  text        NOT NULL,
+    visible_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    CONSTRAINT _local_tasks_pkey PRIMARY KEY (run_id, step_slug, task_index)
+);
+CREATE INDEX _local_tasks_visible_at ON pgflow._local_tasks (visible_at);
+
+-- Ad-hoc SQL tasks: one-off runs of the built-in flow pgflow_adhoc, each with its statement.
+CREATE TABLE pgflow._adhoc_tasks (
+    run_id    uuid NOT NULL,
+    statement text NOT NULL,
+    run_as    oid  NOT NULL,
+    CONSTRAINT _adhoc_tasks_pkey PRIMARY KEY (run_id)
+);
+
+SELECT pg_catalog.pg_extension_config_dump('pgflow._flow_owners', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow._step_handlers', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow._local_tasks', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow._adhoc_tasks', '');

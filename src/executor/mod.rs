@@ -1,0 +1,49 @@
+//! Steps run by the database itself: SQL handlers, run by executor background workers inside
+//! the transaction that completes their task.
+//!
+//! - `handlers`: set_sql_handler, remove_handler, and who may call them
+//! - `sql_handler`: running one handler statement as its role, with its step's timeout, and
+//!   turning its result into the task's output
+//! - `run_local_tasks`: claim, run and complete (or fail) a batch of tasks, each in its own
+//!   subtransaction; what an executor does in each of its transactions
+//! - `adhoc`: ad-hoc SQL tasks (push_sql), one-off runs of a built-in flow
+//! - `worker`: the executor background workers
+//! - `wake`: waking idle executors when tasks are queued
+//!
+//! Tasks of steps with a handler never get a message in the flow's queue: they are queued in
+//! `pgflow._local_tasks` (see `run::start_ready_steps`) and claimed through `run::start_tasks`.
+
+mod adhoc;
+mod handlers;
+mod run_local_tasks;
+mod sql_handler;
+pub mod wake;
+pub mod worker;
+
+use pgrx::pg_sys;
+
+pub(crate) use handlers::record_owner;
+
+/// Runs `body` as `role`, as a SECURITY DEFINER function runs as its owner: SET ROLE and
+/// SET SESSION AUTHORIZATION are refused meanwhile. An error restores the caller's identity
+/// with the (sub)transaction's abort.
+pub(crate) fn as_role<R>(role: pg_sys::Oid, body: impl FnOnce() -> R) -> R {
+    let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(role, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+    }
+    let result = body();
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    result
+}
+
+/// The role that owns pgflow_core's tables (the extension's owner).
+pub(crate) fn extension_owner() -> pg_sys::Oid {
+    pgrx::Spi::get_one::<pg_sys::Oid>(
+        "SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = 'pgflow._step_handlers'::pg_catalog.regclass",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| crate::error::internal_error("table pgflow._step_handlers is missing"))
+}

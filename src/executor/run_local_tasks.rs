@@ -1,0 +1,129 @@
+//! run_local_tasks: claims up to a number of visible tasks of steps with a handler and runs
+//! them one after the other in the current transaction, each in its own subtransaction together
+//! with its task's completion. A handler's effects and its task's completion commit together or
+//! not at all. A handler that fails leaves no effects: its subtransaction is rolled back and the
+//! failed attempt recorded (fail_task: retry with the step's backoff, or the step fails).
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::sql_handler;
+use crate::run::{complete_task, fail_task, start_tasks::LocalTask};
+use crate::transaction::in_subtransaction;
+
+/// Runs up to `max_tasks` tasks; returns how many were claimed. With `report`, each task is
+/// shown in pg_stat_activity while it runs.
+pub(crate) fn run_local_tasks(max_tasks: i32, report: bool) -> i32 {
+    let outer = crate::memory::caller_context();
+    Spi::connect_mut(|client| {
+        let tasks = crate::run::start_tasks::start_local_tasks(client, outer, max_tasks);
+        for task in &tasks {
+            if report {
+                report_activity(task);
+            }
+            let outcome = in_subtransaction(
+                || {
+                    let statement = task.statement.as_deref().unwrap_or_else(|| {
+                        crate::error::error(
+                            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                            format!("step \"{}\" has no handler", task.task.step_slug),
+                        )
+                    });
+                    let role = task
+                        .run_as
+                        .unwrap_or_else(|| crate::error::internal_error("handler without a role"));
+                    let output = sql_handler::run(
+                        statement,
+                        role,
+                        task.task.input,
+                        task.task.flow_input,
+                        task.timeout,
+                    );
+                    complete_task::complete_task(
+                        client,
+                        outer,
+                        task.task.run_id,
+                        &task.task.step_slug,
+                        task.task.task_index,
+                        Some(output),
+                    );
+                },
+                |_| true,
+            );
+            if let Err(error) = outcome {
+                let message = failure_message(*error, task);
+                fail_task::fail_task(
+                    client,
+                    outer,
+                    task.task.run_id,
+                    &task.task.step_slug,
+                    task.task.task_index,
+                    Some(&message),
+                );
+            }
+        }
+        if report {
+            unsafe {
+                pg_sys::pgstat_report_activity(
+                    pg_sys::BackendState::STATE_RUNNING,
+                    c"pgflow executor: committing".as_ptr(),
+                )
+            };
+        }
+        tasks.len() as i32
+    })
+}
+
+/// The failed attempt's error message. A query cancel that was not the step's timeout is
+/// raised again outside an executor: there it is the caller's own cancel request.
+fn failure_message(error: pg_sys::panic::CaughtError, task: &LocalTask) -> String {
+    let cancelled = crate::error::sqlstate_of(&error) == PgSqlErrorCode::ERRCODE_QUERY_CANCELED;
+    if cancelled && sql_handler::timed_out() {
+        return format!("Task timed out after {} seconds", task.timeout);
+    }
+    if cancelled && !unsafe { pg_sys::IsBackgroundWorker } {
+        error.rethrow();
+    }
+    crate::error::message_of(&error)
+}
+
+fn report_activity(task: &LocalTask) {
+    let text = format!(
+        "pgflow task {}/{}[{}] of run {}: {}",
+        task.task.flow_slug.as_deref().unwrap_or(""),
+        task.task.step_slug,
+        task.task.task_index,
+        task.task.run_id,
+        task.statement.as_deref().unwrap_or("")
+    );
+    let text = std::ffi::CString::new(text.replace('\0', " ")).unwrap_or_default();
+    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };
+}
+
+#[pg_schema]
+mod pgflow {
+    use super::*;
+
+    /// Runs up to `max_tasks` queued tasks of steps with a handler in the current transaction
+    /// (what the executors do); returns how many it claimed. Superusers only: handlers run as
+    /// the roles that set them.
+    #[pg_extern(requires = ["pgflow_schema"])]
+    fn run_local_tasks(max_tasks: default!(i32, 100)) -> i32 {
+        if !unsafe { pg_sys::superuser() } {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                "only superusers may run local tasks",
+                "Handlers run as the roles that set them; the executors run them in the background."
+            );
+        }
+        if max_tasks < 1 {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("max_tasks must be at least 1, got {max_tasks}")
+            );
+        }
+        super::run_local_tasks(max_tasks, false)
+    }
+}
