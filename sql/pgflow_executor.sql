@@ -37,6 +37,7 @@ CREATE TABLE pgflow._local_tasks (
     task_index integer     NOT NULL,
     flow_slug  text        NOT NULL,
     visible_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    pool       text,
     CONSTRAINT _local_tasks_pkey PRIMARY KEY (run_id, step_slug, task_index)
 );
 CREATE INDEX _local_tasks_visible_at ON pgflow._local_tasks (visible_at);
@@ -49,6 +50,44 @@ CREATE TABLE pgflow._adhoc_tasks (
     CONSTRAINT _adhoc_tasks_pkey PRIMARY KEY (run_id)
 );
 
+-- Concurrency pools: at most max_running tasks of a pool's steps run at once, on executors and
+-- external workers together. A task runs while it holds one of its pool's slots: an executor
+-- holds a slot's row lock for its transaction; an external worker's task is written into the
+-- slot by start_tasks, and the slot is free again once that task is no longer started.
+CREATE TABLE pgflow._pools (
+    pool_name   text    NOT NULL,
+    max_running integer NOT NULL,
+    owner       oid     NOT NULL,
+    CONSTRAINT _pools_pkey PRIMARY KEY (pool_name),
+    CONSTRAINT _pools_max_running_check CHECK (max_running > 0)
+);
+
+CREATE TABLE pgflow._pool_slots (
+    pool_name  text    NOT NULL,
+    slot       integer NOT NULL,
+    run_id     uuid,
+    step_slug  text,
+    task_index integer,
+    CONSTRAINT _pool_slots_pkey PRIMARY KEY (pool_name, slot),
+    CONSTRAINT _pool_slots_pool_fkey FOREIGN KEY (pool_name)
+        REFERENCES pgflow._pools (pool_name) ON DELETE CASCADE
+);
+
+-- Which pool a flow's steps (step_slug '') or one step runs in.
+CREATE TABLE pgflow._pool_assignments (
+    flow_slug text NOT NULL,
+    step_slug text NOT NULL DEFAULT '',
+    pool_name text NOT NULL,
+    CONSTRAINT _pool_assignments_pkey PRIMARY KEY (flow_slug, step_slug),
+    CONSTRAINT _pool_assignments_flow_fkey FOREIGN KEY (flow_slug)
+        REFERENCES pgflow.flows (flow_slug) ON DELETE CASCADE,
+    CONSTRAINT _pool_assignments_pool_fkey FOREIGN KEY (pool_name)
+        REFERENCES pgflow._pools (pool_name) ON DELETE CASCADE
+);
+
+SELECT pg_catalog.pg_extension_config_dump('pgflow._pools', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow._pool_slots', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow._pool_assignments', '');
 SELECT pg_catalog.pg_extension_config_dump('pgflow._flow_owners', '');
 SELECT pg_catalog.pg_extension_config_dump('pgflow._step_handlers', '');
 SELECT pg_catalog.pg_extension_config_dump('pgflow._local_tasks', '');

@@ -21,6 +21,10 @@ pub static WORKER_DATABASES: GucSetting<Option<CString>> =
 /// `pgflow.executors`: executor processes per database served (they run steps with a handler).
 pub static EXECUTORS: GucSetting<i32> = GucSetting::<i32>::new(2);
 
+/// `pgflow.default_pool`: the concurrency pool of steps whose flow and step name none (empty:
+/// no pool). Read in SQL with current_setting, where tasks are queued and claimed.
+pub static DEFAULT_POOL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 /// `pgflow.worker_interval_ms`: time between two rounds of background work in a database.
 pub static WORKER_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(5000);
 
@@ -86,6 +90,14 @@ pub fn init() {
         &TIMEOUT_GRACE,
         0,
         86_400,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pgflow.default_pool",
+        c"Concurrency pool of the steps whose flow and step name none (empty: none).",
+        c"A name that is no pool (pgflow.create_pool) limits nothing.",
+        &DEFAULT_POOL,
         GucContext::Sighup,
         GucFlags::default(),
     );

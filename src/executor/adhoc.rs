@@ -96,8 +96,8 @@ mod pgflow {
     }
 
     /// Queues many statements at once; returns their run ids in the same order.
-    #[pg_extern(requires = ["pgflow_schema"], name = "push_sql")]
-    fn push_sql_many(
+    #[pg_extern(requires = ["pgflow_schema"])]
+    fn push_sql_batch(
         statements: Option<Vec<Option<String>>>,
     ) -> SetOfIterator<'static, pgrx::Uuid> {
         let statements: Vec<String> = statements

@@ -46,7 +46,7 @@ pub(crate) fn record_owner(client: &mut SpiClient<'_>, flow_slug: &str) {
     });
 }
 
-fn required<'a>(value: Option<&'a str>, name: &str) -> &'a str {
+pub(crate) fn required<'a>(value: Option<&'a str>, name: &str) -> &'a str {
     value.unwrap_or_else(|| {
         crate::error::error(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -57,7 +57,11 @@ fn required<'a>(value: Option<&'a str>, name: &str) -> &'a str {
 
 /// Refuses unless the step exists and the current user may change its flow's handlers.
 fn check_may_change(client: &mut SpiClient<'_>, flow_slug: &str, step_slug: &str) {
-    let Some(row) = first(STEP_OWNER.run(client, &[flow_slug.into(), step_slug.into()])) else {
+    let found = as_role(extension_owner(), || {
+        first(STEP_OWNER.run(client, &[flow_slug.into(), step_slug.into()]))
+            .map(|row| named::<pg_sys::Oid>(&row, "owner"))
+    });
+    let Some(owner) = found else {
         ereport!(
             ERROR,
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
@@ -65,7 +69,6 @@ fn check_may_change(client: &mut SpiClient<'_>, flow_slug: &str, step_slug: &str
             "Define the step with pgflow.add_step first."
         );
     };
-    let owner: Option<pg_sys::Oid> = named(&row, "owner");
     let me = unsafe { pg_sys::GetUserId() };
     let allowed = unsafe { pg_sys::superuser() }
         || owner.is_some_and(|owner| unsafe { pg_sys::has_privs_of_role(me, owner) });

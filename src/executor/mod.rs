@@ -15,6 +15,7 @@
 
 mod adhoc;
 mod handlers;
+pub(crate) mod pools;
 mod run_local_tasks;
 mod sql_handler;
 pub mod wake;

@@ -16,7 +16,11 @@ use crate::transaction::in_subtransaction;
 pub(crate) fn run_local_tasks(max_tasks: i32, report: bool) -> i32 {
     let outer = crate::memory::caller_context();
     Spi::connect_mut(|client| {
-        let tasks = crate::run::start_tasks::start_local_tasks(client, outer, max_tasks);
+        let Some(pool) = super::pools::choose_pool(client) else {
+            return 0;
+        };
+        let tasks =
+            crate::run::start_tasks::start_local_tasks(client, outer, max_tasks, pool.as_deref());
         for task in &tasks {
             if report {
                 report_activity(task);

@@ -51,9 +51,10 @@ static STEP_RETRYING: Statement = Statement::new(
     &[UUIDOID, TEXTOID],
 );
 
-// The retry's backoff: the task's message (or, for a task of a step with a handler, its row in
-// the executors' queue) becomes visible after the delay.
+// The retry's backoff: the task's message becomes visible after the delay; a task of a step
+// with a handler goes back into the executors' queue (its executor took it out).
 static RETRY_DELAY: Statement = Statement::new(
+    concat!(
     "WITH t AS (
          SELECT t.flow_slug, t.message_id,
                 pgflow.calculate_retry_delay(coalesce(s.opt_base_delay, f.opt_base_delay), t.attempts_count) AS delay
@@ -64,12 +65,16 @@ static RETRY_DELAY: Statement = Statement::new(
      ), msg AS (
          SELECT pgmq.set_vt(t.flow_slug, t.message_id, t.delay) FROM t WHERE t.message_id IS NOT NULL
      ), local AS (
-         UPDATE pgflow._local_tasks l SET visible_at = clock_timestamp() + make_interval(secs => t.delay)
-         FROM t
-         WHERE t.message_id IS NULL AND l.run_id = $1 AND l.step_slug = $2 AND l.task_index = $3
+         INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at, pool)
+         SELECT $1, $2, $3, t.flow_slug, clock_timestamp() + make_interval(secs => t.delay), ",
+    crate::pool_of_sql!("t.flow_slug", "$2"),
+    "
+         FROM t WHERE t.message_id IS NULL
+         ON CONFLICT (run_id, step_slug, task_index) DO UPDATE SET visible_at = EXCLUDED.visible_at
          RETURNING 1
      )
-     SELECT (SELECT count(*) FROM msg) + (SELECT count(*) FROM local) AS delayed",
+     SELECT (SELECT count(*) FROM msg) + (SELECT count(*) FROM local) AS delayed"
+    ),
     &[UUIDOID, TEXTOID, INT4OID],
 );
 

@@ -97,9 +97,13 @@ fn insert_task_rows(
 }
 
 static INSERT_LOCAL_ROWS: Statement = Statement::new(
-    "INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at)
-     SELECT $2, $3, i, $1, clock_timestamp() + make_interval(secs => $5)
-     FROM generate_series(0, $4 - 1) AS i",
+    concat!(
+        "INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at, pool)
+         SELECT $2, $3, i, $1, clock_timestamp() + make_interval(secs => $5), pool.name
+         FROM generate_series(0, $4 - 1) AS i, (SELECT ",
+        crate::pool_of_sql!("$1", "$3"),
+        " AS name) pool"
+    ),
     &[TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID],
 );
 
@@ -178,10 +182,10 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
                     (m.message ->> 'task_index')::int, m.msg_id
              FROM msgs m
          ), local_rows AS (
-             INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at)
-             SELECT p.run_id, p.step_slug, i, p.flow_slug, p.vt
-             FROM plan p, generate_series(0, p.initial_tasks - 1) AS i
-             WHERE NOT p.bulk AND p.local
+             INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at, pool)
+             SELECT p.run_id, p.step_slug, i, p.flow_slug, p.vt, p.pool
+             FROM (SELECT p.*, {pool} AS pool FROM plan p WHERE NOT p.bulk AND p.local) p,
+                  generate_series(0, p.initial_tasks - 1) AS i
              RETURNING flow_slug, run_id, step_slug, task_index
          ), local_tasks AS (
              INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index)
@@ -193,6 +197,7 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
          FROM plan p ORDER BY p.step_slug",
         started = crate::status!("started"),
         created = crate::status!("created"),
+        pool = crate::pool_of_sql!("p.flow_slug", "p.step_slug"),
         shard_count = shard_count_sql!("s.step_type", "st.initial_tasks", "$3"),
         insert_shards = insert_shards_sql!(
             "(SELECT run_id, step_slug, initial_tasks AS tasks, shards FROM plan WHERE NOT bulk)"

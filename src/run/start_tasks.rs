@@ -8,6 +8,7 @@ use pgrx::spi::SpiClient;
 
 use super::rows::StepType;
 use crate::datum::{RawDatum, TaskRecord};
+use crate::executor::pools;
 use crate::memory::{caller_context, copy_to};
 use crate::statement::{Statement, first, named};
 use crate::status;
@@ -47,8 +48,29 @@ macro_rules! claim_tasks_sql {
     };
 }
 
-// The tasks behind a worker's messages (message ids are per queue, so the flow is checked after).
+// The tasks behind a worker's messages (message ids are per queue, so the flow is checked after),
+// but for those of steps in a pool (`pooled`).
 static CLAIM_TASKS: Statement = Statement::new(
+    claim_tasks_sql!(
+        concat!(
+            "SELECT c.flow_slug, c.run_id, c.step_slug, c.task_index FROM pgflow.step_tasks c
+             WHERE c.message_id = ANY($2) AND (",
+            crate::no_pools_sql!(),
+            " OR ",
+            crate::pool_of_sql!("c.flow_slug", "c.step_slug"),
+            " IS NULL)"
+        ),
+        "c.flow_slug = $1 AND",
+        "$3",
+        ",
+         CASE WHEN s.step_type = 'single' AND s.deps_count = 0 THEN
+              (SELECT r.input FROM pgflow.runs r WHERE r.run_id = t.run_id) END AS flow_input"
+    ),
+    &[TEXTOID, INT8ARRAYOID, UUIDOID],
+);
+
+// The tasks behind messages of a flow whose steps are in a pool, once they have their slots.
+static CLAIM_POOLED_TASKS: Statement = Statement::new(
     claim_tasks_sql!(
         "SELECT c.flow_slug, c.run_id, c.step_slug, c.task_index FROM pgflow.step_tasks c
          WHERE c.message_id = ANY($2)",
@@ -61,7 +83,23 @@ static CLAIM_TASKS: Statement = Statement::new(
     &[TEXTOID, INT8ARRAYOID, UUIDOID],
 );
 
-// Up to $1 visible tasks of the executors' queue, oldest first. Their queue rows are taken
+// The queued tasks of steps in a pool behind messages, with their pool.
+static POOLED_CANDIDATES: Statement = Statement::new(
+    concat!(
+        "SELECT c.message_id, ",
+        crate::pool_of_sql!("c.flow_slug", "c.step_slug"),
+        " AS pool
+         FROM pgflow.step_tasks c
+         WHERE c.message_id = ANY($2) AND c.flow_slug = $1 AND c.status = 'queued'
+           AND NOT ",
+        crate::no_pools_sql!(),
+        "
+         ORDER BY c.message_id"
+    ),
+    &[TEXTOID, INT8ARRAYOID],
+);
+
+// Up to $1 visible tasks of the executors' queue of pool $2 (NULL: of no pool), oldest first. Their queue rows are taken
 // (a retry puts its row back); rows of tasks that can no longer run just go. Comes with the
 // run input and the step's handler.
 static CLAIM_LOCAL_TASKS: Statement = Statement::new(
@@ -69,7 +107,7 @@ static CLAIM_LOCAL_TASKS: Statement = Statement::new(
         "DELETE FROM pgflow._local_tasks l
          WHERE (l.run_id, l.step_slug, l.task_index) IN (
              SELECT q.run_id, q.step_slug, q.task_index FROM pgflow._local_tasks q
-             WHERE q.visible_at <= clock_timestamp()
+             WHERE q.visible_at <= clock_timestamp() AND q.pool IS NOT DISTINCT FROM $2
              ORDER BY q.visible_at LIMIT $1
              FOR UPDATE SKIP LOCKED)
          RETURNING l.flow_slug, l.run_id, l.step_slug, l.task_index",
@@ -86,7 +124,7 @@ static CLAIM_LOCAL_TASKS: Statement = Statement::new(
           LEFT JOIN pgflow._adhoc_tasks a ON h.kind = 'adhoc' AND a.run_id = t.run_id
           WHERE h.flow_slug = t.flow_slug AND h.step_slug = t.step_slug) AS run_as"
     ),
-    &[INT4OID],
+    &[INT4OID, TEXTOID],
 );
 
 // The array a map step's tasks take their elements from: the run input for a root map, the
@@ -175,13 +213,21 @@ fn start_tasks(
     msg_ids: Vec<Option<i64>>,
     worker_id: Option<pgrx::Uuid>,
 ) -> Vec<TaskRecord> {
+    let asked = msg_ids.len();
     let mut claimed: Vec<Claimed> = CLAIM_TASKS
         .run(
             client,
-            &[flow_slug.into(), Some(msg_ids).into(), worker_id.into()],
+            &[
+                flow_slug.into(),
+                Some(msg_ids.clone()).into(),
+                worker_id.into(),
+            ],
         )
         .filter_map(|row| Claimed::read(&row))
         .collect();
+    if claimed.len() < asked {
+        claimed.extend(start_pooled(client, flow_slug, msg_ids, worker_id));
+    }
     if claimed.is_empty() {
         return Vec::new();
     }
@@ -207,6 +253,54 @@ fn start_tasks(
         .collect()
 }
 
+/// Starts the tasks of steps in a pool behind `msg_ids`, as many as their pools have free
+/// slots; the others' messages become visible again soon.
+fn start_pooled(
+    client: &mut SpiClient<'_>,
+    flow_slug: Option<&str>,
+    msg_ids: Vec<Option<i64>>,
+    worker_id: Option<pgrx::Uuid>,
+) -> Vec<Claimed> {
+    let Some(flow) = flow_slug else {
+        return Vec::new();
+    };
+    let mut by_pool: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for row in POOLED_CANDIDATES.run(client, &[flow_slug.into(), Some(msg_ids).into()]) {
+        if let (Some(id), Some(pool)) = (named::<i64>(&row, "message_id"), named(&row, "pool")) {
+            by_pool.entry(pool).or_default().push(id);
+        }
+    }
+    let mut claimed = Vec::new();
+    let mut refused = Vec::new();
+    for (pool, ids) in by_pool {
+        let slots = pools::take_slots(client, &pool, ids.len() as i32);
+        let (now, later) = ids.split_at(slots.len().min(ids.len()));
+        refused.extend_from_slice(later);
+        if now.is_empty() {
+            continue;
+        }
+        let started: Vec<Claimed> = CLAIM_POOLED_TASKS
+            .run(
+                client,
+                &[
+                    flow_slug.into(),
+                    Some(now.to_vec()).into(),
+                    worker_id.into(),
+                ],
+            )
+            .filter_map(|row| Claimed::read(&row))
+            .collect();
+        let keys: Vec<(pgrx::Uuid, String, i32)> = started
+            .iter()
+            .map(|t| (t.run_id, t.step_slug.clone(), t.task_index))
+            .collect();
+        pools::hold_slots(client, &pool, slots[..keys.len()].to_vec(), &keys);
+        claimed.extend(started);
+    }
+    pools::retry_later(client, flow, refused);
+    claimed
+}
+
 /// A task claimed from the executors' queue, with its handler.
 pub(crate) struct LocalTask {
     pub task: Claimed,
@@ -215,15 +309,16 @@ pub(crate) struct LocalTask {
     pub run_as: Option<pgrx::pg_sys::Oid>,
 }
 
-/// Starts up to `limit` visible tasks of the executors' queue; their inputs, the run input and
+/// Starts up to `limit` visible tasks of the executors' queue in `pool` (None: of no pool); their inputs, the run input and
 /// the handler come with them (datums in `outer`).
 pub(crate) fn start_local_tasks(
     client: &mut SpiClient<'_>,
     outer: pgrx::pg_sys::MemoryContext,
     limit: i32,
+    pool: Option<&str>,
 ) -> Vec<LocalTask> {
     let mut tasks: Vec<LocalTask> = CLAIM_LOCAL_TASKS
-        .run(client, &[limit.into()])
+        .run(client, &[limit.into(), pool.into()])
         .filter_map(|row| {
             let mut task = Claimed::read(&row)?;
             task.flow_slug = named(&row, "flow_slug");
