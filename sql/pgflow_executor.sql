@@ -11,21 +11,27 @@ CREATE TABLE pgflow._flow_owners (
         REFERENCES pgflow.flows (flow_slug) ON DELETE CASCADE
 );
 
--- A step's handler: the statement the database runs for each of its tasks, as role run_as.
--- kind 'adhoc' is the step of the built-in flow behind ad-hoc tasks: each run brings its own
--- statement (pgflow._adhoc_tasks).
+-- A step's handler, run by the executors for each of its tasks as role run_as: a SQL statement
+-- (in this database, or in the one `target` connects to), or a program (argv). kind 'adhoc' is
+-- the step of the built-in flow behind ad-hoc tasks: each run brings its own statement
+-- (pgflow._adhoc_tasks).
 CREATE TABLE pgflow._step_handlers (
     flow_slug  text        NOT NULL,
     step_slug  text        NOT NULL,
     kind       text        NOT NULL,
     statement  text,
+    target     text,
+    argv       text[],
     run_as     oid         NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT _step_handlers_pkey PRIMARY KEY (flow_slug, step_slug),
     CONSTRAINT _step_handlers_step_fkey FOREIGN KEY (flow_slug, step_slug)
         REFERENCES pgflow.steps (flow_slug, step_slug) ON DELETE CASCADE,
-    CONSTRAINT _step_handlers_kind_check CHECK (kind IN ('sql', 'adhoc')),
-    CONSTRAINT _step_handlers_statement_check CHECK (kind = 'adhoc' OR statement IS NOT NULL)
+    CONSTRAINT _step_handlers_kind_check CHECK (kind IN ('sql', 'program', 'adhoc')),
+    CONSTRAINT _step_handlers_shape_check CHECK (
+        (kind = 'sql' AND statement IS NOT NULL AND argv IS NULL)
+        OR (kind = 'program' AND statement IS NULL AND target IS NULL AND cardinality(argv) > 0)
+        OR (kind = 'adhoc' AND statement IS NULL AND argv IS NULL))
 );
 
 -- The queue of tasks that the executors run: tasks of steps with a handler get a row here

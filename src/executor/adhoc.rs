@@ -45,7 +45,7 @@ fn ensure_flow(client: &mut SpiClient<'_>) {
         return;
     }
     CREATE_FLOW.run(client, &[FLOW.into(), STEP.into()]);
-    handlers::set_handler(client, FLOW, STEP, "adhoc", None);
+    handlers::set_handler(client, FLOW, STEP, handlers::Handler::Adhoc);
 }
 
 fn push(statements: Vec<String>) -> Vec<pgrx::Uuid> {

@@ -4,7 +4,7 @@
 //! a member of that role) or a superuser may set or remove a flow's handlers; the tables behind
 //! them are written as the extension's owner, after that check.
 
-use pgrx::pg_sys::{self, OIDOID, TEXTOID};
+use pgrx::pg_sys::{self, OIDOID, TEXTARRAYOID, TEXTOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
@@ -24,13 +24,25 @@ static STEP_OWNER: Statement = Statement::new(
 );
 
 static UPSERT_HANDLER: Statement = Statement::new(
-    "INSERT INTO pgflow._step_handlers (flow_slug, step_slug, kind, statement, run_as)
-     VALUES ($1, $2, $3, $4, $5)
+    "INSERT INTO pgflow._step_handlers (flow_slug, step_slug, kind, statement, target, argv, run_as)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)
      ON CONFLICT (flow_slug, step_slug) DO UPDATE
-     SET kind = EXCLUDED.kind, statement = EXCLUDED.statement, run_as = EXCLUDED.run_as,
-         created_at = now()",
-    &[TEXTOID, TEXTOID, TEXTOID, TEXTOID, OIDOID],
+     SET kind = EXCLUDED.kind, statement = EXCLUDED.statement, target = EXCLUDED.target,
+         argv = EXCLUDED.argv, run_as = EXCLUDED.run_as, created_at = now()",
+    &[TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, OIDOID],
 );
+
+/// The handler a step gets: what runs, and where.
+pub(crate) enum Handler<'a> {
+    Sql {
+        statement: &'a str,
+        target: Option<&'a str>,
+    },
+    Program {
+        argv: Vec<String>,
+    },
+    Adhoc,
+}
 
 static DELETE_HANDLER: Statement = Statement::new(
     "DELETE FROM pgflow._step_handlers WHERE flow_slug = $1 AND step_slug = $2 RETURNING kind",
@@ -106,11 +118,15 @@ pub(crate) fn set_handler(
     client: &mut SpiClient<'_>,
     flow_slug: &str,
     step_slug: &str,
-    kind: &str,
-    statement: Option<&str>,
+    handler: Handler<'_>,
 ) {
     check_may_change(client, flow_slug, step_slug);
     let me = unsafe { pg_sys::GetUserId() };
+    let (kind, statement, target, argv) = match handler {
+        Handler::Sql { statement, target } => ("sql", Some(statement), target, None),
+        Handler::Program { argv } => ("program", None, None, Some(argv)),
+        Handler::Adhoc => ("adhoc", None, None, None),
+    };
     as_role(extension_owner(), || {
         UPSERT_HANDLER.run(
             client,
@@ -119,10 +135,30 @@ pub(crate) fn set_handler(
                 step_slug.into(),
                 kind.into(),
                 statement.into(),
+                target.into(),
+                argv.into(),
                 me.into(),
             ],
         );
     });
+}
+
+/// Refuses unless `role` may run programs on the server, as COPY ... PROGRAM does: a superuser
+/// or a member of pg_execute_server_program. Checked when a program handler is set, and again
+/// before each run (the role may have lost the right since).
+pub(crate) fn check_may_run_programs(role: pg_sys::Oid) {
+    let allowed = unsafe {
+        pg_sys::has_privs_of_role(
+            role,
+            pg_sys::Oid::from(pg_sys::ROLE_PG_EXECUTE_SERVER_PROGRAM),
+        )
+    };
+    if !allowed {
+        crate::error::error(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "must be superuser or have privileges of the pg_execute_server_program role to run programs in steps",
+        );
+    }
 }
 
 #[pg_schema]
@@ -131,15 +167,77 @@ mod pgflow {
 
     /// Gives a step a SQL handler: the database runs `statement` for each of the step's tasks
     /// ($1 the task's input, $2 the run's input), as the calling role, in the transaction that
-    /// completes the task.
+    /// completes the task; or, with a `target` (a connection string or a database name), in
+    /// that database through dblink.
     #[pg_extern(requires = ["pgflow_schema"])]
-    fn set_sql_handler(flow_slug: Option<&str>, step_slug: Option<&str>, statement: Option<&str>) {
+    fn set_sql_handler(
+        flow_slug: Option<&str>,
+        step_slug: Option<&str>,
+        statement: Option<&str>,
+        target: default!(Option<&str>, "NULL"),
+    ) {
         let flow_slug = required(flow_slug, "flow_slug");
         let step_slug = required(step_slug, "step_slug");
         let statement = required(statement, "statement");
         check_syntax(statement);
+        if let Some(target) = target {
+            if target.trim().is_empty() {
+                crate::error::error(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    "a target must not be empty (NULL runs the statement in this database)",
+                );
+            }
+        }
         Spi::connect_mut(|client| {
-            set_handler(client, flow_slug, step_slug, "sql", Some(statement))
+            if target.is_some() {
+                super::super::target::dblink_schema();
+            }
+            set_handler(
+                client,
+                flow_slug,
+                step_slug,
+                Handler::Sql { statement, target },
+            )
+        });
+    }
+
+    /// Gives a step a program handler: the server runs `argv` (no shell) for each of the step's
+    /// tasks, with the task's input JSON on standard input and its standard output as output.
+    /// Needs the privileges of pg_execute_server_program, as COPY ... PROGRAM does.
+    #[pg_extern(requires = ["pgflow_schema"])]
+    fn set_program_handler(
+        flow_slug: Option<&str>,
+        step_slug: Option<&str>,
+        argv: Option<Vec<Option<String>>>,
+    ) {
+        let flow_slug = required(flow_slug, "flow_slug");
+        let step_slug = required(step_slug, "step_slug");
+        let argv = argv.unwrap_or_else(|| {
+            crate::error::error(
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "argv must not be NULL",
+            )
+        });
+        let argv: Vec<String> = argv
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    crate::error::error(
+                        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                        "argv must not contain NULL",
+                    )
+                })
+            })
+            .collect();
+        if argv.first().is_none_or(|p| p.is_empty()) || argv.iter().any(|a| a.contains('\0')) {
+            crate::error::error(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                "argv must name a program first and contain no NUL characters",
+            );
+        }
+        check_may_run_programs(unsafe { pg_sys::GetUserId() });
+        Spi::connect_mut(|client| {
+            set_handler(client, flow_slug, step_slug, Handler::Program { argv })
         });
     }
 

@@ -1,9 +1,12 @@
 //! Steps run by the database itself: SQL handlers, run by executor background workers inside
 //! the transaction that completes their task.
 //!
-//! - `handlers`: set_sql_handler, remove_handler, and who may call them
+//! - `handlers`: set_sql_handler, set_program_handler, remove_handler, and who may call them
 //! - `sql_handler`: running one handler statement as its role, with its step's timeout, and
 //!   turning its result into the task's output
+//! - `target`: running a handler statement in another database through dblink
+//! - `program`: running a program handler
+//! - `pools`: create_pool, drop_pool, set_pool, and the slots of running tasks
 //! - `run_local_tasks`: claim, run and complete (or fail) a batch of tasks, each in its own
 //!   subtransaction; what an executor does in each of its transactions
 //! - `adhoc`: ad-hoc SQL tasks (push_sql), one-off runs of a built-in flow
@@ -16,8 +19,10 @@
 mod adhoc;
 mod handlers;
 pub(crate) mod pools;
+mod program;
 mod run_local_tasks;
 mod sql_handler;
+mod target;
 pub mod wake;
 pub mod worker;
 

@@ -7,7 +7,8 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::sql_handler;
+use super::{handlers, program, sql_handler, target};
+use crate::datum::Jsonb;
 use crate::run::{complete_task, fail_task, start_tasks::LocalTask};
 use crate::transaction::in_subtransaction;
 
@@ -25,24 +26,10 @@ pub(crate) fn run_local_tasks(max_tasks: i32, report: bool) -> i32 {
             if report {
                 report_activity(task);
             }
+            sql_handler::clear_timed_out();
             let outcome = in_subtransaction(
                 || {
-                    let statement = task.statement.as_deref().unwrap_or_else(|| {
-                        crate::error::error(
-                            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                            format!("step \"{}\" has no handler", task.task.step_slug),
-                        )
-                    });
-                    let role = task
-                        .run_as
-                        .unwrap_or_else(|| crate::error::internal_error("handler without a role"));
-                    let output = sql_handler::run(
-                        statement,
-                        role,
-                        task.task.input,
-                        task.task.flow_input,
-                        task.timeout,
-                    );
+                    let output = run_handler(task);
                     complete_task::complete_task(
                         client,
                         outer,
@@ -55,6 +42,9 @@ pub(crate) fn run_local_tasks(max_tasks: i32, report: bool) -> i32 {
                 |_| true,
             );
             if let Err(error) = outcome {
+                if let (Some(target), Some(role)) = (task.target.as_deref(), task.run_as) {
+                    target::after_failure(role, target);
+                }
                 let message = failure_message(*error, task);
                 fail_task::fail_task(
                     client,
@@ -78,6 +68,38 @@ pub(crate) fn run_local_tasks(max_tasks: i32, report: bool) -> i32 {
     })
 }
 
+/// Runs a task's handler and returns its output; raises what the handler raises.
+fn run_handler(task: &LocalTask) -> Jsonb {
+    let (Some(kind), Some(role)) = (task.kind.as_deref(), task.run_as) else {
+        crate::error::error(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("step \"{}\" has no handler", task.task.step_slug),
+        );
+    };
+    let (input, flow_input) = (task.task.input, task.task.flow_input);
+    if kind == "program" {
+        handlers::check_may_run_programs(role);
+        let argv: Vec<String> = task.argv.iter().flatten().flatten().cloned().collect();
+        let about = program::ProgramTask {
+            flow_slug: task.task.flow_slug.as_deref().unwrap_or(""),
+            step_slug: &task.task.step_slug,
+            run_id: task.task.run_id,
+            task_index: task.task.task_index,
+        };
+        return program::run(&argv, &about, input, flow_input, task.timeout);
+    }
+    let statement = task.statement.as_deref().unwrap_or_else(|| {
+        crate::error::error(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            "the ad-hoc task's statement is missing",
+        )
+    });
+    match task.target.as_deref() {
+        Some(target) => target::run(target, statement, role, input, flow_input, task.timeout),
+        None => sql_handler::run(statement, role, input, flow_input, task.timeout),
+    }
+}
+
 /// The failed attempt's error message. A query cancel that was not the step's timeout is
 /// raised again outside an executor: there it is the caller's own cancel request.
 fn failure_message(error: pg_sys::panic::CaughtError, task: &LocalTask) -> String {
@@ -93,12 +115,24 @@ fn failure_message(error: pg_sys::panic::CaughtError, task: &LocalTask) -> Strin
 
 fn report_activity(task: &LocalTask) {
     let text = format!(
-        "pgflow task {}/{}[{}] of run {}: {}",
+        "pgflow task {}/{}[{}] of run {}: {}{}",
         task.task.flow_slug.as_deref().unwrap_or(""),
         task.task.step_slug,
         task.task.task_index,
         task.task.run_id,
-        task.statement.as_deref().unwrap_or("")
+        task.statement.clone().unwrap_or_else(|| {
+            task.argv
+                .iter()
+                .flatten()
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
+        task.target
+            .as_deref()
+            .map(|t| format!(" (on {t})"))
+            .unwrap_or_default()
     );
     let text = std::ffi::CString::new(text.replace('\0', " ")).unwrap_or_default();
     unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };

@@ -52,6 +52,16 @@ pub(crate) fn timed_out() -> bool {
     TIMED_OUT.load(Ordering::SeqCst)
 }
 
+/// Records that the running handler was stopped at its timeout (see `timed_out`).
+pub(crate) fn mark_timed_out() {
+    TIMED_OUT.store(true, Ordering::SeqCst);
+}
+
+/// Forgets an earlier handler's timeout, before the next handler starts.
+pub(crate) fn clear_timed_out() {
+    TIMED_OUT.store(false, Ordering::SeqCst);
+}
+
 /// Disarms the timeout when the handler ends, however it ends.
 struct Deadline(i32);
 
@@ -143,20 +153,14 @@ fn single_value(sql: &'static str, type_oid: pg_sys::Oid, value: pg_sys::Datum) 
     }
 }
 
-fn json_null() -> pg_sys::Datum {
-    Jsonb::from_text("null")
-}
-
-impl Jsonb {
-    fn from_text(text: &str) -> pg_sys::Datum {
-        let text = CString::new(text).unwrap_or_default();
-        unsafe {
-            pgrx::direct_function_call_as_datum(
-                pg_sys::jsonb_in,
-                &[Some(pg_sys::Datum::from(text.as_ptr()))],
-            )
-            .unwrap_or_else(|| crate::error::internal_error("jsonb_in returned NULL"))
-        }
+/// The jsonb value `null`.
+pub(crate) fn json_null() -> pg_sys::Datum {
+    unsafe {
+        pgrx::direct_function_call_as_datum(
+            pg_sys::jsonb_in,
+            &[Some(pg_sys::Datum::from(c"null".as_ptr()))],
+        )
+        .unwrap_or_else(|| crate::error::internal_error("jsonb_in returned NULL"))
     }
 }
 
@@ -171,6 +175,7 @@ pub(crate) fn run(
     flow_input: Option<pg_sys::Datum>,
     timeout: i32,
 ) -> Jsonb {
+    super::target::close_other_roles(role);
     as_role(role, || {
         let level = unsafe { pg_sys::NewGUCNestLevel() };
         let plan = handler_plan(statement, role);

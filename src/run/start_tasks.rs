@@ -15,20 +15,20 @@ use crate::status;
 
 // Claims queued tasks of running steps, with what their input is built from: `candidates` are
 // the tasks asked for (columns flow_slug, run_id, step_slug, task_index), `check` further
-// conditions on them, `worker` the worker id recorded. The plan must start from the candidates
+// conditions on them (`from` more tables for them), `worker` the worker id recorded. The plan must start from the candidates
 // and reach each task by its full primary key, whatever the statistics say: the task rows are
 // joined to the candidates only, on their key (a `t.flow_slug` test or a join to step_states
 // would let the planner reach them by a key prefix and read every task of a map step per
 // lookup); the run and the step are checked by subqueries on their keys; and the task's status
 // is tested with `status!` (see there).
 macro_rules! claim_tasks_sql {
-    ($candidates:expr, $check:expr, $worker:expr, $returning:expr) => {
+    ($candidates:expr, $from:expr, $check:expr, $worker:expr, $returning:expr) => {
         concat!(
             "WITH candidates AS MATERIALIZED (", $candidates, ")
              UPDATE pgflow.step_tasks t
              SET attempts_count = t.attempts_count + 1, status = 'started', started_at = now(),
                  last_worker_id = ", $worker, "
-             FROM candidates c, pgflow.steps s
+             FROM candidates c, pgflow.steps s", $from, "
              WHERE ", $check, "
                t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
                AND t.status = ", status!("queued"), "
@@ -60,6 +60,7 @@ static CLAIM_TASKS: Statement = Statement::new(
             crate::pool_of_sql!("c.flow_slug", "c.step_slug"),
             " IS NULL)"
         ),
+        "",
         "c.flow_slug = $1 AND",
         "$3",
         ",
@@ -74,6 +75,7 @@ static CLAIM_POOLED_TASKS: Statement = Statement::new(
     claim_tasks_sql!(
         "SELECT c.flow_slug, c.run_id, c.step_slug, c.task_index FROM pgflow.step_tasks c
          WHERE c.message_id = ANY($2)",
+        "",
         "c.flow_slug = $1 AND",
         "$3",
         ",
@@ -99,9 +101,9 @@ static POOLED_CANDIDATES: Statement = Statement::new(
     &[TEXTOID, INT8ARRAYOID],
 );
 
-// Up to $1 visible tasks of the executors' queue of pool $2 (NULL: of no pool), oldest first. Their queue rows are taken
-// (a retry puts its row back); rows of tasks that can no longer run just go. Comes with the
-// run input and the step's handler.
+// Up to $1 visible tasks of the executors' queue of pool $2 (NULL: of no pool), oldest first.
+// Their queue rows are taken (a retry puts its row back); rows of tasks that can no longer run
+// just go. Comes with the run input and the step's handler.
 static CLAIM_LOCAL_TASKS: Statement = Statement::new(
     claim_tasks_sql!(
         "DELETE FROM pgflow._local_tasks l
@@ -111,18 +113,19 @@ static CLAIM_LOCAL_TASKS: Statement = Statement::new(
              ORDER BY q.visible_at LIMIT $1
              FOR UPDATE SKIP LOCKED)
          RETURNING l.flow_slug, l.run_id, l.step_slug, l.task_index",
+        ",
+         LATERAL (SELECT h.kind, coalesce(h.statement, a.statement) AS statement, h.target, h.argv,
+                         CASE WHEN h.kind = 'adhoc' THEN a.run_as ELSE h.run_as END AS run_as
+                  FROM (SELECT 1) one
+                  LEFT JOIN pgflow._step_handlers h ON h.flow_slug = c.flow_slug AND h.step_slug = c.step_slug
+                  LEFT JOIN pgflow._adhoc_tasks a ON h.kind = 'adhoc' AND a.run_id = c.run_id) h",
         "",
         "NULL",
         ",
          t.flow_slug, coalesce(s.opt_timeout, (SELECT f.opt_timeout FROM pgflow.flows f
                                                WHERE f.flow_slug = t.flow_slug)) AS timeout,
          (SELECT r.input FROM pgflow.runs r WHERE r.run_id = t.run_id) AS flow_input,
-         (SELECT coalesce(h.statement, a.statement) FROM pgflow._step_handlers h
-          LEFT JOIN pgflow._adhoc_tasks a ON h.kind = 'adhoc' AND a.run_id = t.run_id
-          WHERE h.flow_slug = t.flow_slug AND h.step_slug = t.step_slug) AS statement,
-         (SELECT CASE WHEN h.kind = 'adhoc' THEN a.run_as ELSE h.run_as END FROM pgflow._step_handlers h
-          LEFT JOIN pgflow._adhoc_tasks a ON h.kind = 'adhoc' AND a.run_id = t.run_id
-          WHERE h.flow_slug = t.flow_slug AND h.step_slug = t.step_slug) AS run_as"
+         h.kind, h.statement, h.target, h.argv, h.run_as"
     ),
     &[INT4OID, TEXTOID],
 );
@@ -301,11 +304,15 @@ fn start_pooled(
     claimed
 }
 
-/// A task claimed from the executors' queue, with its handler.
+/// A task claimed from the executors' queue, with its handler (all None when the step has
+/// none any more).
 pub(crate) struct LocalTask {
     pub task: Claimed,
     pub timeout: i32,
+    pub kind: Option<String>,
     pub statement: Option<String>,
+    pub target: Option<String>,
+    pub argv: Option<Vec<Option<String>>>,
     pub run_as: Option<pgrx::pg_sys::Oid>,
 }
 
@@ -327,7 +334,10 @@ pub(crate) fn start_local_tasks(
             Some(LocalTask {
                 task,
                 timeout: named(&row, "timeout").unwrap_or(60),
+                kind: named(&row, "kind"),
                 statement: named(&row, "statement"),
+                target: named(&row, "target"),
+                argv: named(&row, "argv"),
                 run_as: named(&row, "run_as"),
             })
         })
