@@ -35,8 +35,10 @@ CREATE TABLE pgflow._step_handlers (
 );
 
 -- The queue of tasks that the executors run: tasks of steps with a handler get a row here
--- instead of a message in the flow's queue, so no external worker ever reads them. A row goes
--- when its task is done with (by the executor that ran it, or when the run is pruned).
+-- instead of a message in the flow's queue, so no external worker ever reads them. The executor
+-- that claims a task takes its row (a retry puts it back; pruning removes what is left). pool is
+-- the task's concurrency pool; lane, for a map step with shards, the task's shard (one
+-- transaction serves one lane, so executors do not wait for each other's shard rows).
 CREATE TABLE pgflow._local_tasks (
     run_id     uuid        NOT NULL,
     step_slug  text        NOT NULL,
@@ -44,6 +46,7 @@ CREATE TABLE pgflow._local_tasks (
     flow_slug  text        NOT NULL,
     visible_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     pool       text,
+    lane       integer,
     CONSTRAINT _local_tasks_pkey PRIMARY KEY (run_id, step_slug, task_index)
 );
 CREATE INDEX _local_tasks_visible_at ON pgflow._local_tasks (visible_at);

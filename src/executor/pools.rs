@@ -9,12 +9,13 @@
 //!   visible again after `RETRY_VISIBLE_AFTER` seconds.
 
 use pgrx::pg_sys::{
-    INT4ARRAYOID, INT4OID, INT8ARRAYOID, OIDOID, TEXTARRAYOID, TEXTOID, UUIDARRAYOID,
+    BOOLOID, INT4ARRAYOID, INT4OID, INT8ARRAYOID, OIDOID, TEXTARRAYOID, TEXTOID, UUIDARRAYOID,
 };
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use super::{as_role, extension_owner};
+use crate::run::start_tasks::LocalGroup;
 use crate::statement::{Statement, first, named};
 
 /// The pool that a step's tasks run in, NULL for none: the step's own, else its flow's, else
@@ -85,6 +86,47 @@ static NEXT_POOL: Statement = Statement::new(
      FOR UPDATE SKIP LOCKED",
     &[TEXTARRAYOID],
 );
+
+// The oldest visible task of pool $1 that this transaction can serve: a task of a step without
+// shards (unless $2 says those were tried), or one of a lane of a map step whose lane lock (an
+// advisory lock until the end of the transaction) it gets. The lock is tried on the candidate
+// groups in order, one at a time, until one is taken (the function is volatile, so the outer
+// condition is not pushed below the sort).
+static NEXT_GROUP: Statement = Statement::new(
+    "WITH candidates AS MATERIALIZED (
+         SELECT q.run_id, q.step_slug, q.lane, min(q.visible_at) AS first_at
+         FROM (SELECT run_id, step_slug, lane, visible_at FROM pgflow._local_tasks
+               WHERE visible_at <= clock_timestamp() AND pool IS NOT DISTINCT FROM $1
+                 AND NOT ($2 AND lane IS NULL)
+               ORDER BY visible_at LIMIT 256) q
+         GROUP BY q.run_id, q.step_slug, q.lane
+     )
+     SELECT c.run_id, c.step_slug, c.lane
+     FROM (SELECT * FROM candidates ORDER BY first_at OFFSET 0) c
+     WHERE c.lane IS NULL
+        OR pg_catalog.pg_try_advisory_xact_lock(
+               pg_catalog.hashtext('pgflow lane ' || c.run_id::text || '/' || c.step_slug), c.lane)
+     LIMIT 1",
+    &[TEXTOID, BOOLOID],
+);
+
+/// The group of tasks this transaction serves in `pool` (see `LocalGroup`), if any; with
+/// `skip_singles`, only lanes of map steps.
+pub(crate) fn choose_group(
+    client: &mut SpiClient<'_>,
+    pool: Option<&str>,
+    skip_singles: bool,
+) -> Option<LocalGroup> {
+    let row = first(NEXT_GROUP.run(client, &[pool.into(), skip_singles.into()]))?;
+    Some(match named::<i32>(&row, "lane") {
+        Some(lane) => LocalGroup::Lane {
+            run_id: named(&row, "run_id")?,
+            step_slug: named(&row, "step_slug")?,
+            lane,
+        },
+        None => LocalGroup::Singles,
+    })
+}
 
 /// How many pools an executor tries in one transaction before it waits.
 const MAX_POOLS_TRIED: usize = 16;

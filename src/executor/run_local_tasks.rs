@@ -4,68 +4,129 @@
 //! not at all. A handler that fails leaves no effects: its subtransaction is rolled back and the
 //! failed attempt recorded (fail_task: retry with the step's backoff, or the step fails).
 
+use std::time::{Duration, Instant};
+
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::{handlers, program, sql_handler, target};
 use crate::datum::Jsonb;
-use crate::run::{complete_task, fail_task, start_tasks::LocalTask};
+use crate::run::{complete_task, fail_task, start_tasks::LocalGroup, start_tasks::LocalTask};
 use crate::transaction::in_subtransaction;
 
-/// Runs up to `max_tasks` tasks; returns how many were claimed. With `report`, each task is
-/// shown in pg_stat_activity while it runs.
-pub(crate) fn run_local_tasks(max_tasks: i32, report: bool) -> i32 {
+/// Runs up to `max_tasks` tasks; returns how many were claimed. A transaction serves one pool
+/// and one group of tasks (`LocalGroup`). Tasks are claimed a few at a time (1, 2, 4, ...)
+/// until `budget` has passed, so that slow tasks do not wait behind each other in one
+/// transaction while other executors are idle. With `report`, each task is shown
+/// in pg_stat_activity while it runs.
+pub(crate) fn run_local_tasks(max_tasks: i32, budget: Option<Duration>, report: bool) -> i32 {
+    let began = Instant::now();
     let outer = crate::memory::caller_context();
     Spi::connect_mut(|client| {
-        let Some(pool) = super::pools::choose_pool(client) else {
-            return 0;
-        };
-        let tasks =
-            crate::run::start_tasks::start_local_tasks(client, outer, max_tasks, pool.as_deref());
-        for task in &tasks {
-            if report {
-                report_activity(task);
-            }
-            sql_handler::clear_timed_out();
-            let outcome = in_subtransaction(
-                || {
-                    let output = run_handler(task);
-                    complete_task::complete_task(
-                        client,
-                        outer,
-                        task.task.run_id,
-                        &task.task.step_slug,
-                        task.task.task_index,
-                        Some(output),
-                    );
-                },
-                |_| true,
+        let pool = super::pools::choose_pool(client)?;
+        let mut skip_singles = false;
+        loop {
+            let group = super::pools::choose_group(client, pool.as_deref(), skip_singles)?;
+            let done = run_group(
+                client,
+                outer,
+                &group,
+                pool.as_deref(),
+                max_tasks,
+                budget,
+                began,
+                report,
             );
-            if let Err(error) = outcome {
-                if let (Some(target), Some(role)) = (task.target.as_deref(), task.run_as) {
-                    target::after_failure(role, target);
-                }
-                let message = failure_message(*error, task);
-                fail_task::fail_task(
-                    client,
-                    outer,
-                    task.task.run_id,
-                    &task.task.step_slug,
-                    task.task.task_index,
-                    Some(&message),
-                );
+            // The oldest tasks of steps without shards were all taken by other executors: a
+            // lane may still be free.
+            if done == 0 && group == LocalGroup::Singles {
+                skip_singles = true;
+                continue;
             }
+            break Some(done);
         }
-        if report {
-            unsafe {
-                pg_sys::pgstat_report_activity(
-                    pg_sys::BackendState::STATE_RUNNING,
-                    c"pgflow executor: committing".as_ptr(),
-                )
-            };
-        }
-        tasks.len() as i32
     })
+    .unwrap_or(0)
+}
+
+/// Runs the tasks of one group, claimed a few at a time; returns how many.
+#[allow(clippy::too_many_arguments)]
+fn run_group(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    outer: pg_sys::MemoryContext,
+    group: &LocalGroup,
+    pool: Option<&str>,
+    max_tasks: i32,
+    budget: Option<Duration>,
+    began: Instant,
+    report: bool,
+) -> i32 {
+    let mut done = 0;
+    let mut chunk = 1;
+    while done < max_tasks {
+        let asked = chunk.min(max_tasks - done);
+        let tasks =
+            crate::run::start_tasks::start_local_tasks(client, outer, asked, pool, group, done > 0);
+        for task in &tasks {
+            run_task(client, outer, task, report);
+        }
+        done += tasks.len() as i32;
+        if (tasks.len() as i32) < asked || budget.is_some_and(|b| began.elapsed() >= b) {
+            break;
+        }
+        chunk *= 2;
+    }
+    if report {
+        unsafe {
+            pg_sys::pgstat_report_activity(
+                pg_sys::BackendState::STATE_RUNNING,
+                c"pgflow executor: committing".as_ptr(),
+            )
+        };
+    }
+    done
+}
+
+/// Runs one claimed task with its completion in a subtransaction; a failure is recorded after
+/// the subtransaction is rolled back.
+fn run_task(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    outer: pg_sys::MemoryContext,
+    task: &LocalTask,
+    report: bool,
+) {
+    if report {
+        report_activity(task);
+    }
+    sql_handler::clear_timed_out();
+    let outcome = in_subtransaction(
+        || {
+            let output = run_handler(task);
+            complete_task::complete_task(
+                client,
+                outer,
+                task.task.run_id,
+                &task.task.step_slug,
+                task.task.task_index,
+                Some(output),
+            );
+        },
+        |_| true,
+    );
+    if let Err(error) = outcome {
+        if let (Some(target), Some(role)) = (task.target.as_deref(), task.run_as) {
+            target::after_failure(role, target);
+        }
+        let message = failure_message(*error, task);
+        fail_task::fail_task(
+            client,
+            outer,
+            task.task.run_id,
+            &task.task.step_slug,
+            task.task.task_index,
+            Some(&message),
+        );
+    }
 }
 
 /// Runs a task's handler and returns its output; raises what the handler raises.
@@ -162,6 +223,6 @@ mod pgflow {
                 format!("max_tasks must be at least 1, got {max_tasks}")
             );
         }
-        super::run_local_tasks(max_tasks, false)
+        super::run_local_tasks(max_tasks, None, false)
     }
 }

@@ -1,12 +1,13 @@
 //! The executors: `pgflow.executors` background workers per database served, each running
-//! batches of local tasks (`run_local_tasks`), one transaction per batch. An idle executor
+//! batches of local tasks (`run_local_tasks`), one transaction per batch: up to `MAX_BATCH`
+//! tasks, and no more once the batch has run for `BATCH_BUDGET`. An idle executor
 //! sleeps on its latch: a commit that queues tasks wakes it at once, and it looks again every
 //! second for tasks whose delay has passed.
 //!
 //! SIGTERM stops a running handler at once (its transaction rolls back, and the task runs again
 //! later), as it does an ordinary backend's query.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
@@ -15,10 +16,10 @@ use pgrx::prelude::*;
 use crate::guc;
 use crate::worker::{extension_installed, in_transaction_with};
 
-/// Largest batch of tasks in one transaction.
+/// Most tasks in one transaction.
 const MAX_BATCH: i32 = 64;
-/// A batch grows while it takes less than this, and shrinks when it takes more than 4 times it.
-const BATCH_TARGET: Duration = Duration::from_millis(10);
+/// A transaction claims no more tasks once it has run this long.
+const BATCH_BUDGET: Duration = Duration::from_millis(20);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const SIGTERM: i32 = 15;
 
@@ -40,7 +41,6 @@ pub extern "C-unwind" fn pgflow_executor_main(arg: pg_sys::Datum) {
     }
     super::wake::listen();
 
-    let mut batch = 1;
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
@@ -48,19 +48,9 @@ pub extern "C-unwind" fn pgflow_executor_main(arg: pg_sys::Datum) {
         if !guc::WORKER_ENABLED.get() {
             return;
         }
-        let began = Instant::now();
-        match in_transaction_with(None, || {
-            super::run_local_tasks::run_local_tasks(batch, true)
-        }) {
-            Ok(n) if n > 0 => {
-                let took = began.elapsed();
-                if n == batch && took < BATCH_TARGET {
-                    batch = (batch * 2).min(MAX_BATCH);
-                } else if took > BATCH_TARGET * 4 {
-                    batch = (batch / 2).max(1);
-                }
-                continue;
-            }
+        let batch = || super::run_local_tasks::run_local_tasks(MAX_BATCH, Some(BATCH_BUDGET), true);
+        match in_transaction_with(None, batch) {
+            Ok(n) if n > 0 => continue,
             Ok(_) => {}
             Err(message) => {
                 if !extension_installed() {

@@ -1,6 +1,9 @@
 //! The lock order of every transition: the run, then the step state, then tasks and their
 //! messages. A transition that changes a run or a step takes both row locks first, through
-//! `lock_run_and_step`, and only then touches tasks.
+//! `lock_run_and_step`, and only then touches tasks. The locks are FOR NO KEY UPDATE: they
+//! exclude each other, but not the key-share locks of foreign-key checks, which a transaction
+//! that wrote a task row earlier (an executor completing several tasks in one transaction)
+//! holds on the run and the step until it ends.
 //!
 //! A map step with shards puts one lock in front: a completion of one of its tasks counts its
 //! task's shard row down first (`shards::count_down`); only the completion that empties the
@@ -40,7 +43,7 @@ static LOCK_RUN_AND_STEP: Statement = Statement::new(
                  WHERE cs.flow_slug = r.flow_slug
                    AND (cs.required_input_pattern IS NOT NULL OR cs.forbidden_input_pattern IS NOT NULL))
            AS has_conditions",
-        "FOR UPDATE OF r, ss"
+        "FOR NO KEY UPDATE OF r, ss"
     ),
     &[UUIDOID, TEXTOID],
 );

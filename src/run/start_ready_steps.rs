@@ -98,13 +98,14 @@ fn insert_task_rows(
 
 static INSERT_LOCAL_ROWS: Statement = Statement::new(
     concat!(
-        "INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at, pool)
-         SELECT $2, $3, i, $1, clock_timestamp() + make_interval(secs => $5), pool.name
+        "INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at, pool, lane)
+         SELECT $2, $3, i, $1, clock_timestamp() + make_interval(secs => $5), pool.name,
+                CASE WHEN $6 > 0 THEN i % $6 END
          FROM generate_series(0, $4 - 1) AS i, (SELECT ",
         crate::pool_of_sql!("$1", "$3"),
         " AS name) pool"
     ),
-    &[TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID],
+    &[TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID, INT4OID],
 );
 
 /// Enqueues a big step's tasks for the executors: queue rows, then the task rows without
@@ -126,6 +127,7 @@ fn enqueue_bulk_local(
             step_slug.into(),
             tasks.into(),
             delay.into(),
+            shards.into(),
         ],
     );
     insert_task_rows(
@@ -182,8 +184,9 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
                     (m.message ->> 'task_index')::int, m.msg_id
              FROM msgs m
          ), local_rows AS (
-             INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at, pool)
-             SELECT p.run_id, p.step_slug, i, p.flow_slug, p.vt, p.pool
+             INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at, pool, lane)
+             SELECT p.run_id, p.step_slug, i, p.flow_slug, p.vt, p.pool,
+                    CASE WHEN p.shards > 0 THEN i % p.shards END
              FROM (SELECT p.*, {pool} AS pool FROM plan p WHERE NOT p.bulk AND p.local) p,
                   generate_series(0, p.initial_tasks - 1) AS i
              RETURNING flow_slug, run_id, step_slug, task_index

@@ -101,31 +101,65 @@ static POOLED_CANDIDATES: Statement = Statement::new(
     &[TEXTOID, INT8ARRAYOID],
 );
 
-// Up to $1 visible tasks of the executors' queue of pool $2 (NULL: of no pool), oldest first.
-// Their queue rows are taken (a retry puts its row back); rows of tasks that can no longer run
-// just go. Comes with the run input and the step's handler.
-static CLAIM_LOCAL_TASKS: Statement = Statement::new(
-    claim_tasks_sql!(
-        "DELETE FROM pgflow._local_tasks l
-         WHERE (l.run_id, l.step_slug, l.task_index) IN (
-             SELECT q.run_id, q.step_slug, q.task_index FROM pgflow._local_tasks q
-             WHERE q.visible_at <= clock_timestamp() AND q.pool IS NOT DISTINCT FROM $2
-             ORDER BY q.visible_at LIMIT $1
-             FOR UPDATE SKIP LOCKED)
-         RETURNING l.flow_slug, l.run_id, l.step_slug, l.task_index",
-        ",
-         LATERAL (SELECT h.kind, coalesce(h.statement, a.statement) AS statement, h.target, h.argv,
-                         CASE WHEN h.kind = 'adhoc' THEN a.run_as ELSE h.run_as END AS run_as
-                  FROM (SELECT 1) one
-                  LEFT JOIN pgflow._step_handlers h ON h.flow_slug = c.flow_slug AND h.step_slug = c.step_slug
-                  LEFT JOIN pgflow._adhoc_tasks a ON h.kind = 'adhoc' AND a.run_id = c.run_id) h",
+// Up to $1 visible tasks of the executors' queue of pool $2 (NULL: of no pool), oldest first,
+// that `$filter` picks, their queue rows locked as `$lock` says. Their queue rows are taken (a
+// retry puts its row back); rows of tasks that can no longer run just go. Comes with the run
+// input and the step's handler.
+macro_rules! claim_local_tasks_sql {
+    ($from:literal, $filter:literal, $lock:literal) => {
+        claim_tasks_sql!(
+            concat!(
+                "DELETE FROM pgflow._local_tasks l
+                 WHERE (l.run_id, l.step_slug, l.task_index) IN (
+                     SELECT q.run_id, q.step_slug, q.task_index FROM pgflow._local_tasks q", $from, "
+                     WHERE q.visible_at <= clock_timestamp() AND q.pool IS NOT DISTINCT FROM $2
+                       AND ", $filter, "
+                     ORDER BY q.visible_at LIMIT $1
+                     FOR NO KEY UPDATE OF ", $lock, " SKIP LOCKED)
+                 RETURNING l.flow_slug, l.run_id, l.step_slug, l.task_index"
+            ),
+            ",
+             LATERAL (SELECT h.kind, coalesce(h.statement, a.statement) AS statement, h.target, h.argv,
+                             CASE WHEN h.kind = 'adhoc' THEN a.run_as ELSE h.run_as END AS run_as
+                      FROM (SELECT 1) one
+                      LEFT JOIN pgflow._step_handlers h ON h.flow_slug = c.flow_slug AND h.step_slug = c.step_slug
+                      LEFT JOIN pgflow._adhoc_tasks a ON h.kind = 'adhoc' AND a.run_id = c.run_id) h",
+            "",
+            "NULL",
+            ",
+             t.flow_slug, coalesce(s.opt_timeout, (SELECT f.opt_timeout FROM pgflow.flows f
+                                                   WHERE f.flow_slug = t.flow_slug)) AS timeout,
+             (SELECT r.input FROM pgflow.runs r WHERE r.run_id = t.run_id) AS flow_input,
+             h.kind, h.statement, h.target, h.argv, h.run_as"
+        )
+    };
+}
+
+// Tasks of one lane of a map step with shards ($3 run, $4 step, $5 lane): their completions
+// count down the same shard, so one transaction serves a lane and another transaction another.
+static CLAIM_LANE: Statement = Statement::new(
+    claim_local_tasks_sql!(
         "",
-        "NULL",
-        ",
-         t.flow_slug, coalesce(s.opt_timeout, (SELECT f.opt_timeout FROM pgflow.flows f
-                                               WHERE f.flow_slug = t.flow_slug)) AS timeout,
-         (SELECT r.input FROM pgflow.runs r WHERE r.run_id = t.run_id) AS flow_input,
-         h.kind, h.statement, h.target, h.argv, h.run_as"
+        "q.run_id = $3 AND q.step_slug = $4 AND q.lane = $5",
+        "q"
+    ),
+    &[INT4OID, TEXTOID, UUIDOID, TEXTOID, INT4OID],
+);
+
+// Tasks of steps without shards, from any run.
+static CLAIM_SINGLES: Statement = Statement::new(
+    claim_local_tasks_sql!("", "q.lane IS NULL", "q"),
+    &[INT4OID, TEXTOID],
+);
+
+// The same, for a transaction that already completed a task: their runs are locked now, and
+// runs locked by others are skipped, so that this transaction, which may hold the lock of a
+// run already, never waits for another run's lock (two executors could wait for each other).
+static CLAIM_SINGLES_LOCKING_RUNS: Statement = Statement::new(
+    claim_local_tasks_sql!(
+        " JOIN pgflow.runs lr ON lr.run_id = q.run_id",
+        "q.lane IS NULL",
+        "q, lr"
     ),
     &[INT4OID, TEXTOID],
 );
@@ -316,16 +350,50 @@ pub(crate) struct LocalTask {
     pub run_as: Option<pgrx::pg_sys::Oid>,
 }
 
-/// Starts up to `limit` visible tasks of the executors' queue in `pool` (None: of no pool); their inputs, the run input and
-/// the handler come with them (datums in `outer`).
+/// Which of the executors' tasks a transaction serves: one lane of a map step with shards,
+/// or tasks of steps without shards.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum LocalGroup {
+    Lane {
+        run_id: pgrx::Uuid,
+        step_slug: String,
+        lane: i32,
+    },
+    Singles,
+}
+
+/// Starts up to `limit` visible tasks of the executors' queue in `pool` (None: of no pool) and
+/// `group`; their inputs, the run input and the handler come with them (datums in `outer`).
+/// `lock_runs`: see `CLAIM_SINGLES_LOCKING_RUNS`.
 pub(crate) fn start_local_tasks(
     client: &mut SpiClient<'_>,
     outer: pgrx::pg_sys::MemoryContext,
     limit: i32,
     pool: Option<&str>,
+    group: &LocalGroup,
+    lock_runs: bool,
 ) -> Vec<LocalTask> {
-    let mut tasks: Vec<LocalTask> = CLAIM_LOCAL_TASKS
-        .run(client, &[limit.into(), pool.into()])
+    let claimed = match group {
+        LocalGroup::Lane {
+            run_id,
+            step_slug,
+            lane,
+        } => CLAIM_LANE.run(
+            client,
+            &[
+                limit.into(),
+                pool.into(),
+                (*run_id).into(),
+                step_slug.as_str().into(),
+                (*lane).into(),
+            ],
+        ),
+        LocalGroup::Singles if lock_runs => {
+            CLAIM_SINGLES_LOCKING_RUNS.run(client, &[limit.into(), pool.into()])
+        }
+        LocalGroup::Singles => CLAIM_SINGLES.run(client, &[limit.into(), pool.into()]),
+    };
+    let mut tasks: Vec<LocalTask> = claimed
         .filter_map(|row| {
             let mut task = Claimed::read(&row)?;
             task.flow_slug = named(&row, "flow_slug");

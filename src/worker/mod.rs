@@ -146,7 +146,10 @@ pub(crate) fn in_transaction_with<R>(
             | pg_sys::panic::CaughtError::ErrorReport(report)
             | pg_sys::panic::CaughtError::RustPanic {
                 ereport: report, ..
-            } => report.message().to_string(),
+            } => match report.detail() {
+                Some(detail) => format!("{} ({detail})", report.message()),
+                None => report.message().to_string(),
+            },
         })
     })
     .execute();
