@@ -1,6 +1,6 @@
 //! Running one SQL handler: its statement as its role, with the task's input ($1) and the run's
 //! input ($2), under the step's timeout. The result becomes the task's output:
-//! - one row of one column: that value as JSON (SQL NULL gives JSON null);
+//! - one row of one column: that value as JSON (SQL NULL and void give JSON null);
 //! - any other result (zero rows, several rows or columns): the rows as an array of objects;
 //! - a statement without a result (INSERT without RETURNING, a utility command): JSON null.
 
@@ -225,6 +225,10 @@ fn result_to_jsonb() -> pg_sys::Datum {
             let type_oid = pg_sys::SPI_gettypeid(tupdesc, 1);
             if type_oid == pg_sys::JSONBOID {
                 return value;
+            }
+            // A function returning void (pg_sleep, a procedure-like function) gives no value.
+            if type_oid == pg_sys::VOIDOID {
+                return json_null();
             }
             return to_jsonb(value, type_oid);
         }

@@ -2,7 +2,7 @@
 -- in theirs): routing away from the flow's queue, inputs, outputs, failures and retries,
 -- timeouts, settings, privileges, ad-hoc tasks and pools.
 BEGIN;
-SELECT plan(68);
+SELECT plan(69);
 \ir helpers/common.psql
 
 -- Runs local tasks until none is left that is visible now.
@@ -81,6 +81,7 @@ SELECT pgflow.add_step('io', 'nul', ARRAY['root']);
 SELECT pgflow.add_step('io', 'util', ARRAY['root']);
 SELECT pgflow.add_step('io', 'j', ARRAY['root']);
 SELECT pgflow.add_step('io', 'args', ARRAY['root']);
+SELECT pgflow.add_step('io', 'void', ARRAY['root']);
 SELECT pgflow.set_sql_handler('io', 'root', $$SELECT jsonb_build_object('in', $1, 'flow', $2)$$);
 SELECT pgflow.set_sql_handler('io', 'rows', $$SELECT g AS n, 'x' || g AS s FROM generate_series(1, 2) g$$);
 SELECT pgflow.set_sql_handler('io', 'none', $$SELECT 1 AS one WHERE false$$);
@@ -88,6 +89,7 @@ SELECT pgflow.set_sql_handler('io', 'nul', $$SELECT NULL::int$$);
 SELECT pgflow.set_sql_handler('io', 'util', $$CREATE TABLE public.made_by_handler (a int)$$);
 SELECT pgflow.set_sql_handler('io', 'j', $$SELECT 42::numeric$$);
 SELECT pgflow.set_sql_handler('io', 'args', $$SELECT $1$$);
+SELECT pgflow.set_sql_handler('io', 'void', $$SELECT pg_sleep(0)$$);
 SELECT pgflow.start_flow('io', '{"x": 1}', '00000000-0000-0000-0000-0000000e7102');
 SELECT pg_temp.drain();
 CREATE FUNCTION pg_temp.out(p_step text) RETURNS jsonb LANGUAGE sql AS $$
@@ -100,6 +102,7 @@ SELECT is(pg_temp.out('none'), '[]', 'zero rows: an empty array');
 SELECT is(pg_temp.out('nul'), 'null', 'one row with one NULL column: JSON null');
 SELECT is(pg_temp.out('util'), 'null', 'a statement without a result: JSON null');
 SELECT is(pg_temp.out('j'), '42', 'one value: its JSON (to_jsonb)');
+SELECT is(pg_temp.out('void'), 'null', 'a function returning void: JSON null');
 SELECT ok(to_regclass('public.made_by_handler') IS NOT NULL, 'the utility statement ran');
 
 ---------------------------------------------------------------------------------------------------
