@@ -12,6 +12,12 @@ WORKLOADS (positional or --workload):
     latency   single-step flow started at a steady rate; start_flow -> complete_task latency
     queue     raw pgmq: send_batch M messages, then W consumers read + archive
     limit     pgbench with benches/limit.sql: the minimum durable work per task
+    sql-adhoc   2 x R ad-hoc `select 0` tasks (push_sql_batch) run by the executors in a pool of W
+    sql-flow    R runs of a one-step flow with a SQL handler (`SELECT 1`), pool of W
+    sql-dag     R runs of a three-step chain of SQL steps, pool of W
+    sql-map     one run of a SQL map over the largest N of --elements, pool of W (1,4)
+    sql-latency one-step SQL flow started at --rate for --seconds: start_flow -> handler end
+    sql       the five sql-* workloads (the server must run executors for the database)
     all       everything above, then a summary table (default)
 
 OPTIONS:
@@ -79,7 +85,7 @@ impl Opts {
             return w.clone();
         }
         match workload {
-            "map" => vec![1, 4],
+            "map" | "sql-map" => vec![1, 4],
             "latency" => vec![4],
             _ => vec![1, 4, 8],
         }
@@ -112,7 +118,20 @@ struct Raw {
     help: bool,
 }
 
-const WORKLOADS: &[&str] = &["dag", "map", "latency", "queue", "limit", "all"];
+const WORKLOADS: &[&str] = &[
+    "dag",
+    "map",
+    "latency",
+    "queue",
+    "limit",
+    "sql-adhoc",
+    "sql-flow",
+    "sql-dag",
+    "sql-map",
+    "sql-latency",
+    "sql",
+    "all",
+];
 
 fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
     v.parse()

@@ -9,6 +9,7 @@ mod flows;
 mod limit;
 mod queue;
 mod report;
+mod sql;
 mod stats;
 
 use std::process::ExitCode;
@@ -164,8 +165,44 @@ fn run_workload(ctx: &mut Ctx, workload: &str) {
                 round(ctx, &format!("limit W={w}"), |c| limit::run(c, w));
             }
         }
+        "sql-adhoc" => {
+            for p in o.workers_for("sql-adhoc") {
+                round(ctx, &format!("sql-adhoc pool={p}"), |c| sql::adhoc(c, p));
+            }
+        }
+        "sql-flow" => {
+            for p in o.workers_for("sql-flow") {
+                round(ctx, &format!("sql-flow pool={p}"), |c| {
+                    sql::chain(c, "sql-flow", &["only"], p)
+                });
+            }
+        }
+        "sql-dag" => {
+            for p in o.workers_for("sql-dag") {
+                round(ctx, &format!("sql-dag pool={p}"), |c| {
+                    sql::chain(c, "sql-dag", &["a", "b", "c"], p)
+                });
+            }
+        }
+        "sql-map" => {
+            let n = o.elements.iter().copied().max().unwrap_or(10000);
+            let mut walls = Vec::new();
+            for p in o.workers_for("sql-map") {
+                round(ctx, &format!("sql-map N={n} pool={p}"), |c| {
+                    walls.push((p, sql::map(c, n, p)?));
+                    Ok(())
+                });
+            }
+            sql::map_speedup(ctx, n, &walls);
+        }
+        "sql-latency" => round(ctx, "sql-latency", sql::latency),
+        "sql" => {
+            for w in ["sql-adhoc", "sql-flow", "sql-dag", "sql-map", "sql-latency"] {
+                run_workload(ctx, w);
+            }
+        }
         "all" => {
-            for w in ["dag", "map", "latency", "queue", "limit"] {
+            for w in ["dag", "map", "latency", "queue", "limit", "sql"] {
                 run_workload(ctx, w);
             }
         }

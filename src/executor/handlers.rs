@@ -180,13 +180,11 @@ mod pgflow {
         let step_slug = required(step_slug, "step_slug");
         let statement = required(statement, "statement");
         check_syntax(statement);
-        if let Some(target) = target {
-            if target.trim().is_empty() {
-                crate::error::error(
-                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                    "a target must not be empty (NULL runs the statement in this database)",
-                );
-            }
+        if target.is_some_and(|t| t.trim().is_empty()) {
+            crate::error::error(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                "a target must not be empty (NULL runs the statement in this database)",
+            );
         }
         Spi::connect_mut(|client| {
             if target.is_some() {

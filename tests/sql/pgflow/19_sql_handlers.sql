@@ -133,14 +133,14 @@ SELECT pgflow.create_flow('bad', max_attempts => 2, base_delay => 0);
 SELECT pgflow.add_step('bad', 'boom');
 SELECT pgflow.set_sql_handler('bad', 'boom', $$WITH w AS (INSERT INTO public.effects VALUES ('x') RETURNING 1) SELECT 1 / (SELECT count(*)::int - 1 FROM w)$$);
 SELECT pgflow.start_flow('bad', '{}', '00000000-0000-0000-0000-0000000e7104');
-SELECT is(pgflow.run_local_tasks(10), 1, 'the failing task is claimed');
+SELECT is(pgflow.run_local_tasks(1), 1, 'the failing task is claimed');
 SELECT is((SELECT status || ' ' || attempts_count || ' ' || error_message FROM pgflow.step_tasks
            WHERE run_id = '00000000-0000-0000-0000-0000000e7104'),
           'queued 1 division by zero', 'the failed attempt is recorded: queued again, attempt 1, the error''s message');
 SELECT is((SELECT count(*)::int FROM public.effects), 0, 'the failed handler left no effects');
 SELECT is((SELECT count(*)::int FROM pgflow._local_tasks WHERE run_id = '00000000-0000-0000-0000-0000000e7104'), 1,
           'the retry is back in the executors'' queue');
-SELECT is(pgflow.run_local_tasks(10), 1, 'with base_delay 0 it is retried at once');
+SELECT is(pgflow.run_local_tasks(1), 1, 'with base_delay 0 it is retried at once');
 SELECT is((SELECT r.status || ' ' || t.attempts_count || ' ' || t.status FROM pgflow.runs r JOIN pgflow.step_tasks t USING (run_id)
            WHERE r.run_id = '00000000-0000-0000-0000-0000000e7104'),
           'failed 2 failed', 'the last attempt fails the task, the step and the run');
