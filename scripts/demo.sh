@@ -23,6 +23,7 @@ psql -q -d pgflow_demo -c "CREATE EXTENSION pgflow_core"
 echo "==> demo"
 psql -d pgflow_demo -v ON_ERROR_STOP=1 -f examples/demo.sql
 psql -d pgflow_demo -v ON_ERROR_STOP=1 -f examples/demo_workflow.sql
+psql -d pgflow_demo -v ON_ERROR_STOP=1 -f examples/demo_sql_workflow.sql
 
 echo
 echo "Connect to the demo cluster with:  psql -h localhost -p $port -U postgres -d pgflow_demo"

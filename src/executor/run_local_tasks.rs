@@ -14,8 +14,9 @@ use crate::datum::Jsonb;
 use crate::run::{complete_task, fail_task, start_tasks::LocalGroup, start_tasks::LocalTask};
 use crate::transaction::in_subtransaction;
 
-/// Runs up to `max_tasks` tasks; returns how many were claimed. A transaction serves one pool
-/// and one group of tasks (`LocalGroup`). Tasks are claimed a few at a time (1, 2, 4, ...)
+/// Runs up to `max_tasks` tasks; returns how many were claimed. A transaction serves one pool;
+/// with a `budget` (an executor) one group of tasks (`LocalGroup`), without (a session's call)
+/// one group after the other. Tasks are claimed a few at a time (1, 2, 4, ...)
 /// until `budget` has passed, so that slow tasks do not wait behind each other in one
 /// transaction while other executors are idle. With `report`, each task is shown
 /// in pg_stat_activity while it runs.
@@ -25,26 +26,35 @@ pub(crate) fn run_local_tasks(max_tasks: i32, budget: Option<Duration>, report: 
     Spi::connect_mut(|client| {
         let pool = super::pools::choose_pool(client)?;
         let mut skip_singles = false;
-        loop {
-            let group = super::pools::choose_group(client, pool.as_deref(), skip_singles)?;
+        let mut total = 0;
+        while total < max_tasks {
+            let Some(group) = super::pools::choose_group(client, pool.as_deref(), skip_singles)
+            else {
+                break;
+            };
             let done = run_group(
                 client,
                 outer,
                 &group,
                 pool.as_deref(),
-                max_tasks,
+                max_tasks - total,
                 budget,
                 began,
                 report,
             );
-            // The oldest tasks of steps without shards were all taken by other executors: a
-            // lane may still be free.
-            if done == 0 && group == LocalGroup::Singles {
-                skip_singles = true;
-                continue;
+            total += done;
+            match (done, &group) {
+                // The oldest tasks of steps without shards were all taken by other executors:
+                // a lane may still be free.
+                (0, LocalGroup::Singles) => skip_singles = true,
+                (0, LocalGroup::Lane { .. }) => break,
+                // An executor serves one group per transaction; a session's call goes on with
+                // the next group (tasks its own completions queued, for one).
+                _ if budget.is_some() => break,
+                _ => skip_singles = false,
             }
-            break Some(done);
         }
+        Some(total)
     })
     .unwrap_or(0)
 }
