@@ -49,7 +49,13 @@ CREATE TABLE pgflow._local_tasks (
     lane       integer,
     CONSTRAINT _local_tasks_pkey PRIMARY KEY (run_id, step_slug, task_index)
 );
+-- The executors' claims, each an ordered index scan stopped by its LIMIT: the oldest visible
+-- task of any pool; the oldest of a pool; the oldest of a pool of steps without shards; the
+-- oldest of a lane.
 CREATE INDEX _local_tasks_visible_at ON pgflow._local_tasks (visible_at);
+CREATE INDEX _local_tasks_pool ON pgflow._local_tasks ((coalesce(pool, '')), visible_at);
+CREATE INDEX _local_tasks_singles ON pgflow._local_tasks ((coalesce(pool, '')), visible_at) WHERE lane IS NULL;
+CREATE INDEX _local_tasks_lane ON pgflow._local_tasks (run_id, step_slug, lane, visible_at) WHERE lane IS NOT NULL;
 
 -- Ad-hoc SQL tasks: one-off runs of the built-in flow pgflow_adhoc, each with its statement.
 CREATE TABLE pgflow._adhoc_tasks (

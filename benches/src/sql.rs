@@ -3,7 +3,7 @@
 //!
 //! Each throughput round puts its flow (or the ad-hoc flow) in a pool of P slots (P = 1, 4, 8 by
 //! default, `--workers`), queues all its work in one transaction, and measures from that commit
-//! until no run of the round is left running (polled every 2 ms). The server must run at least
+//! until no run of the round is left running (polled every 5 ms). The server must run at least
 //! P executors for the database (`pgflow.executors`, `pgflow.worker_databases`; scripts/bench.sh
 //! sets them).
 
@@ -75,7 +75,7 @@ fn wait_done(ctx: &Ctx, c: &mut Client, slug: &str, since: Instant) -> Result<f6
                 ctx.opts.timeout
             ));
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -96,9 +96,9 @@ static NEXT_GROUP: Statement = Statement::new(
     "WITH candidates AS MATERIALIZED (
          SELECT q.run_id, q.step_slug, q.lane, min(q.visible_at) AS first_at
          FROM (SELECT run_id, step_slug, lane, visible_at FROM pgflow._local_tasks
-               WHERE visible_at <= clock_timestamp() AND pool IS NOT DISTINCT FROM $1
+               WHERE coalesce(pool, '') = coalesce($1, '') AND visible_at <= clock_timestamp()
                  AND NOT ($2 AND lane IS NULL)
-               ORDER BY visible_at LIMIT 256) q
+               ORDER BY coalesce(pool, ''), visible_at LIMIT 256) q
          GROUP BY q.run_id, q.step_slug, q.lane
      )
      SELECT c.run_id, c.step_slug, c.lane
@@ -117,7 +117,7 @@ pub(crate) fn choose_group(
     pool: Option<&str>,
     skip_singles: bool,
 ) -> Option<LocalGroup> {
-    let row = first(NEXT_GROUP.run(client, &[pool.into(), skip_singles.into()]))?;
+    let row = first(NEXT_GROUP.run_by_index(client, &[pool.into(), skip_singles.into()]))?;
     Some(match named::<i32>(&row, "lane") {
         Some(lane) => LocalGroup::Lane {
             run_id: named(&row, "run_id")?,
@@ -166,7 +166,7 @@ pub(crate) fn hold_slots(
 pub(crate) fn choose_pool(client: &mut SpiClient<'_>) -> Option<Option<String>> {
     let mut full: Vec<String> = Vec::new();
     while full.len() < MAX_POOLS_TRIED {
-        let row = first(NEXT_POOL.run(client, &[full.clone().into()]))?;
+        let row = first(NEXT_POOL.run_by_index(client, &[full.clone().into()]))?;
         let pool: Option<String> = named(&row, "pool");
         let limited: bool = named(&row, "limited").unwrap_or(false);
         match pool {

@@ -27,6 +27,7 @@ pub(crate) fn run_local_tasks(max_tasks: i32, budget: Option<Duration>, report: 
         let pool = super::pools::choose_pool(client)?;
         let mut skip_singles = false;
         let mut total = 0;
+        let mut from_run = None;
         while total < max_tasks {
             let Some(group) = super::pools::choose_group(client, pool.as_deref(), skip_singles)
             else {
@@ -41,6 +42,7 @@ pub(crate) fn run_local_tasks(max_tasks: i32, budget: Option<Duration>, report: 
                 budget,
                 began,
                 report,
+                &mut from_run,
             );
             total += done;
             match (done, &group) {
@@ -59,7 +61,9 @@ pub(crate) fn run_local_tasks(max_tasks: i32, budget: Option<Duration>, report: 
     .unwrap_or(0)
 }
 
-/// Runs the tasks of one group, claimed a few at a time; returns how many.
+/// Runs the tasks of one group, claimed a few at a time; returns how many. Tasks of steps
+/// without shards are claimed and run in the order of their run ids, from `from_run` on, which
+/// is moved on to the last run (see `CLAIM_SINGLES`).
 #[allow(clippy::too_many_arguments)]
 fn run_group(
     client: &mut pgrx::spi::SpiClient<'_>,
@@ -70,15 +74,20 @@ fn run_group(
     budget: Option<Duration>,
     began: Instant,
     report: bool,
+    from_run: &mut Option<pgrx::Uuid>,
 ) -> i32 {
     let mut done = 0;
     let mut chunk = 1;
     while done < max_tasks {
         let asked = chunk.min(max_tasks - done);
-        let tasks =
-            crate::run::start_tasks::start_local_tasks(client, outer, asked, pool, group, done > 0);
+        let tasks = crate::run::start_tasks::start_local_tasks(
+            client, outer, asked, pool, group, *from_run,
+        );
         for task in &tasks {
             run_task(client, outer, task, report);
+        }
+        if let Some(last) = tasks.last() {
+            *from_run = Some(last.task.run_id);
         }
         done += tasks.len() as i32;
         if (tasks.len() as i32) < asked || budget.is_some_and(|b| began.elapsed() >= b) {

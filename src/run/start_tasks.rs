@@ -101,20 +101,20 @@ static POOLED_CANDIDATES: Statement = Statement::new(
     &[TEXTOID, INT8ARRAYOID],
 );
 
-// Up to $1 visible tasks of the executors' queue of pool $2 (NULL: of no pool), oldest first,
-// that `$filter` picks, their queue rows locked as `$lock` says. Their queue rows are taken (a
+// Up to $1 visible tasks of the executors' queue that `$filter` picks, oldest first (`$order`:
+// the columns of the index that serves the filter, ending with visible_at), their queue rows
+// locked as `$lock` says. Their queue rows are taken (a
 // retry puts its row back); rows of tasks that can no longer run just go. Comes with the run
 // input and the step's handler.
 macro_rules! claim_local_tasks_sql {
-    ($from:literal, $filter:literal, $lock:literal) => {
+    ($from:literal, $filter:literal, $order:literal, $lock:literal) => {
         claim_tasks_sql!(
             concat!(
                 "DELETE FROM pgflow._local_tasks l
                  WHERE (l.run_id, l.step_slug, l.task_index) IN (
                      SELECT q.run_id, q.step_slug, q.task_index FROM pgflow._local_tasks q", $from, "
-                     WHERE q.visible_at <= clock_timestamp() AND q.pool IS NOT DISTINCT FROM $2
-                       AND ", $filter, "
-                     ORDER BY q.visible_at LIMIT $1
+                     WHERE ", $filter, " AND q.visible_at <= clock_timestamp()
+                     ORDER BY ", $order, " LIMIT $1
                      FOR NO KEY UPDATE OF ", $lock, " SKIP LOCKED)
                  RETURNING l.flow_slug, l.run_id, l.step_slug, l.task_index"
             ),
@@ -135,33 +135,32 @@ macro_rules! claim_local_tasks_sql {
     };
 }
 
-// Tasks of one lane of a map step with shards ($3 run, $4 step, $5 lane): their completions
+// Tasks of pool $2 (NULL: of no pool) of one lane of a map step with shards ($3 run, $4 step,
+// $5 lane): their completions
 // count down the same shard, so one transaction serves a lane and another transaction another.
 static CLAIM_LANE: Statement = Statement::new(
     claim_local_tasks_sql!(
         "",
-        "q.run_id = $3 AND q.step_slug = $4 AND q.lane = $5",
+        "q.run_id = $3 AND q.step_slug = $4 AND q.lane = $5 AND q.pool IS NOT DISTINCT FROM $2",
+        "q.run_id, q.step_slug, q.lane, q.visible_at",
         "q"
     ),
     &[INT4OID, TEXTOID, UUIDOID, TEXTOID, INT4OID],
 );
 
-// Tasks of steps without shards, from any run.
+// Tasks of pool $2 of steps without shards, from any run whose id is not below $3. A transaction that
+// completes several of them takes their runs' locks in the order of run ids (each batch is run
+// in that order, and the next batch starts at the last run), so that two executors never wait
+// for each other's run locks.
 static CLAIM_SINGLES: Statement = Statement::new(
-    claim_local_tasks_sql!("", "q.lane IS NULL", "q"),
-    &[INT4OID, TEXTOID],
-);
-
-// The same, for a transaction that already completed a task: their runs are locked now, and
-// runs locked by others are skipped, so that this transaction, which may hold the lock of a
-// run already, never waits for another run's lock (two executors could wait for each other).
-static CLAIM_SINGLES_LOCKING_RUNS: Statement = Statement::new(
     claim_local_tasks_sql!(
-        " JOIN pgflow.runs lr ON lr.run_id = q.run_id",
-        "q.lane IS NULL",
-        "q, lr"
+        "",
+        "coalesce(q.pool, '') = coalesce($2, '') AND q.lane IS NULL
+         AND ($3::uuid IS NULL OR q.run_id >= $3)",
+        "coalesce(q.pool, ''), q.visible_at",
+        "q"
     ),
-    &[INT4OID, TEXTOID],
+    &[INT4OID, TEXTOID, UUIDOID],
 );
 
 // The array a map step's tasks take their elements from: the run input for a root map, the
@@ -364,21 +363,22 @@ pub(crate) enum LocalGroup {
 
 /// Starts up to `limit` visible tasks of the executors' queue in `pool` (None: of no pool) and
 /// `group`; their inputs, the run input and the handler come with them (datums in `outer`).
-/// `lock_runs`: see `CLAIM_SINGLES_LOCKING_RUNS`.
+/// Tasks of steps without shards come in the order of their run ids, from `from_run` on (see
+/// `CLAIM_SINGLES`).
 pub(crate) fn start_local_tasks(
     client: &mut SpiClient<'_>,
     outer: pgrx::pg_sys::MemoryContext,
     limit: i32,
     pool: Option<&str>,
     group: &LocalGroup,
-    lock_runs: bool,
+    from_run: Option<pgrx::Uuid>,
 ) -> Vec<LocalTask> {
     let claimed = match group {
         LocalGroup::Lane {
             run_id,
             step_slug,
             lane,
-        } => CLAIM_LANE.run(
+        } => CLAIM_LANE.run_by_index(
             client,
             &[
                 limit.into(),
@@ -388,10 +388,9 @@ pub(crate) fn start_local_tasks(
                 (*lane).into(),
             ],
         ),
-        LocalGroup::Singles if lock_runs => {
-            CLAIM_SINGLES_LOCKING_RUNS.run(client, &[limit.into(), pool.into()])
+        LocalGroup::Singles => {
+            CLAIM_SINGLES.run_by_index(client, &[limit.into(), pool.into(), from_run.into()])
         }
-        LocalGroup::Singles => CLAIM_SINGLES.run(client, &[limit.into(), pool.into()]),
     };
     let mut tasks: Vec<LocalTask> = claimed
         .filter_map(|row| {
@@ -411,6 +410,7 @@ pub(crate) fn start_local_tasks(
         })
         .collect();
     with_inputs(client, outer, tasks.iter_mut().map(|t| &mut t.task));
+    tasks.sort_by(|a, b| a.task.run_id.as_bytes().cmp(b.task.run_id.as_bytes()));
     tasks
 }
 

@@ -97,6 +97,37 @@ impl Statement {
     }
 }
 
+impl Statement {
+    /// `run` with sequential and bitmap scans disabled while the statement is planned and run: for statements on a queue table whose size swings between empty (when
+    /// its statistics are taken) and large, where only an ordered index scan stopped early by
+    /// LIMIT stays fast whatever the statistics say.
+    pub fn run_by_index<'conn>(
+        &'static self,
+        client: &mut SpiClient<'conn>,
+        args: &[DatumWithOid<'_>],
+    ) -> SpiTupleTable<'conn> {
+        let level = unsafe { pg_sys::NewGUCNestLevel() };
+        // jit too: the cost of a disabled plan node would otherwise make every call compile.
+        for name in [c"enable_seqscan", c"enable_bitmapscan", c"jit"] {
+            unsafe {
+                pg_sys::set_config_option(
+                    name.as_ptr(),
+                    c"off".as_ptr(),
+                    pg_sys::GucContext::PGC_USERSET,
+                    pg_sys::GucSource::PGC_S_SESSION,
+                    pg_sys::GucAction::GUC_ACTION_SAVE,
+                    true,
+                    0,
+                    false,
+                );
+            }
+        }
+        let result = self.run(client, args);
+        unsafe { pg_sys::AtEOXact_GUC(true, level) };
+        result
+    }
+}
+
 /// The value of a one-column row. By-reference values stay in SPI memory for `Jsonb` and
 /// `RawDatum`; copy them with `memory::copy_to` to keep them past the SPI connection.
 pub fn only<T: FromDatum + IntoDatum>(row: &SpiHeapTupleData<'_>) -> Option<T> {
