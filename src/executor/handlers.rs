@@ -127,6 +127,7 @@ pub(crate) fn set_handler(
         Handler::Program { argv } => ("program", None, None, Some(argv)),
         Handler::Adhoc => ("adhoc", None, None, None),
     };
+    super::features::changed();
     as_role(extension_owner(), || {
         UPSERT_HANDLER.run(
             client,
@@ -247,6 +248,7 @@ mod pgflow {
         let step_slug = required(step_slug, "step_slug");
         Spi::connect_mut(|client| {
             check_may_change(client, flow_slug, step_slug);
+            super::super::features::changed();
             as_role(extension_owner(), || {
                 DELETE_HANDLER
                     .run(client, &[flow_slug.into(), step_slug.into()])

@@ -12,11 +12,13 @@
 //! - `adhoc`: ad-hoc SQL tasks (push_sql), one-off runs of a built-in flow
 //! - `worker`: the executor background workers
 //! - `wake`: waking idle executors when tasks are queued
+//! - `features`: whether any handler or pool exists, for the engine's hot path
 //!
 //! Tasks of steps with a handler never get a message in the flow's queue: they are queued in
 //! `pgflow._local_tasks` (see `run::start_ready_steps`) and claimed through `run::start_tasks`.
 
 mod adhoc;
+pub(crate) mod features;
 mod handlers;
 pub(crate) mod pools;
 mod program;

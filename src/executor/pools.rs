@@ -302,6 +302,7 @@ mod pgflow {
         let me = unsafe { pgrx::pg_sys::GetUserId() };
         Spi::connect_mut(|client| {
             check_pool_owner(client, pool);
+            super::super::features::changed();
             as_role(extension_owner(), || {
                 UPSERT_POOL.run(client, &[pool.into(), max.into(), me.into()]);
             });
@@ -317,6 +318,7 @@ mod pgflow {
             if !check_pool_owner(client, pool) {
                 return false;
             }
+            super::super::features::changed();
             as_role(extension_owner(), || {
                 DROP_POOL.run(client, &[pool.into()]).next().is_some()
             })

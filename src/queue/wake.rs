@@ -21,6 +21,9 @@ struct Waiters {
     /// Number of slots with a registration; senders skip the scan when it is 0.
     active: AtomicU32,
     slots: u32,
+    /// Bumped by every committed change of handlers or pools (`executor::features`), so that
+    /// backends know when to look at those tables again.
+    generation: AtomicU64,
     // followed by `slots` AtomicU64 keys (0 = not waiting)
 }
 
@@ -167,6 +170,18 @@ unsafe extern "C-unwind" fn unregister_at_exit(_code: i32, _arg: pg_sys::Datum) 
         && slot(waiters, me as u32).swap(0, Ordering::SeqCst) != 0
     {
         waiters.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The shared generation of the executors' configuration, when there is shared memory.
+pub fn generation() -> Option<u64> {
+    waiters().map(|w| w.generation.load(Ordering::SeqCst))
+}
+
+/// Moves the generation on (called after a commit that changed handlers or pools).
+pub fn next_generation() {
+    if let Some(w) = waiters() {
+        w.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 

@@ -108,9 +108,9 @@ static INSERT_LOCAL_ROWS: Statement = Statement::new(
     &[TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID, INT4OID],
 );
 
-/// Enqueues a big step's tasks for the executors: queue rows, then the task rows without
-/// messages (in one bulk insert, as `enqueue_bulk`).
-fn enqueue_bulk_local(
+/// Enqueues the tasks of a step with a handler for the executors: queue rows, then the task
+/// rows without messages (a big step's in one bulk insert, as `enqueue_bulk`), then its shards.
+fn enqueue_local(
     client: &mut SpiClient<'_>,
     flow_slug: &str,
     run_id: pgrx::Uuid,
@@ -140,12 +140,13 @@ fn enqueue_bulk_local(
     shards::insert(client, run_id, step_slug, tasks, shards);
 }
 
-// Starts the ready steps of a run and enqueues their tasks in one statement: tasks of steps
-// with a handler go to the executors' queue (`pgflow._local_tasks`), the others' messages go
+// Starts the ready steps of a run and enqueues their tasks in one statement: messages go
 // straight into the flow's queue table (ids ascend with task_index within a step, all messages
 // of a step share one vt), task rows and map shards are inserted from them. Steps of
-// `BULK_TASKS` tasks or more are only started here; their tasks are enqueued by `enqueue_bulk`.
-fn start_and_enqueue_sql(queue_table: &str) -> String {
+// `BULK_TASKS` tasks or more, and steps with a handler (`local`: their tasks go to the
+// executors' queue), are only started here; their tasks are enqueued by `enqueue_bulk` and
+// `enqueue_local`.
+fn start_and_enqueue_sql(queue_table: &str, handlers: bool) -> String {
     format!(
         "WITH ready AS (
              SELECT ss.run_id, ss.step_slug
@@ -166,8 +167,7 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
                     clock_timestamp() + make_interval(secs => coalesce(s.opt_start_delay, 0)) AS vt,
                     st.initial_tasks >= $2 AS bulk,
                     {shard_count} AS shards,
-                    EXISTS (SELECT 1 FROM pgflow._step_handlers h
-                            WHERE h.flow_slug = st.flow_slug AND h.step_slug = st.step_slug) AS local
+                    {local} AS local
              FROM started st
              JOIN pgflow.steps s ON s.flow_slug = st.flow_slug AND s.step_slug = st.step_slug
          ), msgs AS (
@@ -183,16 +183,6 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
              SELECT m.message ->> 'flow_slug', (m.message ->> 'run_id')::uuid, m.message ->> 'step_slug',
                     (m.message ->> 'task_index')::int, m.msg_id
              FROM msgs m
-         ), local_rows AS (
-             INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at, pool, lane)
-             SELECT p.run_id, p.step_slug, i, p.flow_slug, p.vt, p.pool,
-                    CASE WHEN p.shards > 0 THEN i % p.shards END
-             FROM (SELECT p.*, {pool} AS pool FROM plan p WHERE NOT p.bulk AND p.local) p,
-                  generate_series(0, p.initial_tasks - 1) AS i
-             RETURNING flow_slug, run_id, step_slug, task_index
-         ), local_tasks AS (
-             INSERT INTO pgflow.step_tasks (flow_slug, run_id, step_slug, task_index)
-             SELECT l.flow_slug, l.run_id, l.step_slug, l.task_index FROM local_rows l
          ), shards AS (
              {insert_shards}
          )
@@ -200,10 +190,17 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
          FROM plan p ORDER BY p.step_slug",
         started = crate::status!("started"),
         created = crate::status!("created"),
-        pool = crate::pool_of_sql!("p.flow_slug", "p.step_slug"),
+        // Without any handler (`executor::features`) no step is local, and the statement
+        // does not read the handlers' table.
+        local = if handlers {
+            "EXISTS (SELECT 1 FROM pgflow._step_handlers h
+                     WHERE h.flow_slug = st.flow_slug AND h.step_slug = st.step_slug)"
+        } else {
+            "false"
+        },
         shard_count = shard_count_sql!("s.step_type", "st.initial_tasks", "$3"),
         insert_shards = insert_shards_sql!(
-            "(SELECT run_id, step_slug, initial_tasks AS tasks, shards FROM plan WHERE NOT bulk)"
+            "(SELECT run_id, step_slug, initial_tasks AS tasks, shards FROM plan WHERE NOT bulk AND NOT local)"
         ),
         event = step_started_event!(
             "p.run_id", "p.step_slug", "p.started_at", "p.remaining_tasks", "p.remaining_deps"
@@ -213,6 +210,10 @@ fn start_and_enqueue_sql(queue_table: &str) -> String {
 
 static START_AND_ENQUEUE: TableStatement =
     TableStatement::new("start_and_enqueue", &[UUIDOID, INT4OID, INT4OID]);
+static START_AND_ENQUEUE_NO_HANDLERS: TableStatement = TableStatement::new(
+    "start_and_enqueue_no_handlers",
+    &[UUIDOID, INT4OID, INT4OID],
+);
 
 static RUN_FLOW: Statement = Statement::new(
     "SELECT r.flow_slug FROM pgflow.runs r WHERE r.run_id = $1",
@@ -237,13 +238,19 @@ pub(crate) fn start_ready_steps_of(
 ) {
     let queue = crate::queue::name::QueueName::parse(Some(flow_slug));
     let table = queue.queue_table();
-    let started = START_AND_ENQUEUE.run(
+    let handlers = crate::executor::features::features(client).handlers;
+    let statement = if handlers {
+        &START_AND_ENQUEUE
+    } else {
+        &START_AND_ENQUEUE_NO_HANDLERS
+    };
+    let started = statement.run(
         client,
         queue.stem(),
-        || start_and_enqueue_sql(&table),
+        || start_and_enqueue_sql(&table, handlers),
         &[run_id.into(), BULK_TASKS.into(), shards::MAX_SHARDS.into()],
     );
-    let mut bulk = Vec::new();
+    let mut apart = Vec::new();
     let mut visible_now = 0usize;
     let mut local_now = 0usize;
     for row in started {
@@ -254,10 +261,8 @@ pub(crate) fn start_ready_steps_of(
         let is_bulk: bool = named(&row, "bulk").unwrap_or(false);
         let shards: i32 = named(&row, "shards").unwrap_or(0);
         let local: bool = named(&row, "local").unwrap_or(false);
-        if is_bulk {
-            bulk.push((step_slug, tasks, delay, shards, local));
-        } else if delay <= 0 && local {
-            local_now += tasks as usize;
+        if is_bulk || local {
+            apart.push((step_slug, tasks, delay, shards, local));
         } else if delay <= 0 {
             visible_now += tasks as usize;
         }
@@ -265,9 +270,9 @@ pub(crate) fn start_ready_steps_of(
     if visible_now > 0 {
         crate::queue::wake::sent(&crate::queue::name::sql_lower(flow_slug), visible_now);
     }
-    for (step_slug, tasks, delay, shards, local) in bulk {
+    for (step_slug, tasks, delay, shards, local) in apart {
         if local {
-            enqueue_bulk_local(client, flow_slug, run_id, &step_slug, tasks, delay, shards);
+            enqueue_local(client, flow_slug, run_id, &step_slug, tasks, delay, shards);
             if delay <= 0 {
                 local_now += tasks as usize;
             }

@@ -49,7 +49,8 @@ macro_rules! claim_tasks_sql {
 }
 
 // The tasks behind a worker's messages (message ids are per queue, so the flow is checked after),
-// but for those of steps in a pool (`pooled`).
+// but for those of steps in a pool (`start_pooled`). Without any pool (`executor::features`),
+// `CLAIM_POOLED_TASKS` does the same without looking at pools.
 static CLAIM_TASKS: Statement = Statement::new(
     claim_tasks_sql!(
         concat!(
@@ -70,7 +71,8 @@ static CLAIM_TASKS: Statement = Statement::new(
     &[TEXTOID, INT8ARRAYOID, UUIDOID],
 );
 
-// The tasks behind messages of a flow whose steps are in a pool, once they have their slots.
+// The tasks behind messages, whatever their pools: those of steps in a pool once they have their
+// slots, and all when no pool exists.
 static CLAIM_POOLED_TASKS: Statement = Statement::new(
     claim_tasks_sql!(
         "SELECT c.flow_slug, c.run_id, c.step_slug, c.task_index FROM pgflow.step_tasks c
@@ -250,7 +252,13 @@ fn start_tasks(
     worker_id: Option<pgrx::Uuid>,
 ) -> Vec<TaskRecord> {
     let asked = msg_ids.len();
-    let mut claimed: Vec<Claimed> = CLAIM_TASKS
+    let pools = crate::executor::features::features(client).pools;
+    let claim = if pools {
+        &CLAIM_TASKS
+    } else {
+        &CLAIM_POOLED_TASKS
+    };
+    let mut claimed: Vec<Claimed> = claim
         .run(
             client,
             &[
@@ -261,7 +269,7 @@ fn start_tasks(
         )
         .filter_map(|row| Claimed::read(&row))
         .collect();
-    if claimed.len() < asked {
+    if pools && claimed.len() < asked {
         claimed.extend(start_pooled(client, flow_slug, msg_ids, worker_id));
     }
     if claimed.is_empty() {

@@ -2,7 +2,7 @@
 -- in theirs): routing away from the flow's queue, inputs, outputs, failures and retries,
 -- timeouts, settings, privileges, ad-hoc tasks and pools.
 BEGIN;
-SELECT plan(69);
+SELECT plan(78);
 \ir helpers/common.psql
 
 -- Runs local tasks until none is left that is visible now.
@@ -236,6 +236,41 @@ RESET ROLE;
 SELECT pgflow.set_sql_handler('owned', 'who', 'SELECT current_user');
 SELECT is((SELECT run_as::regrole::text FROM pgflow._step_handlers WHERE flow_slug = 'owned' AND step_slug = 'who'),
           current_user::text, 'a superuser replacing the handler makes it run as the superuser: no role is chosen by name');
+
+---------------------------------------------------------------------------------------------------
+-- Program handlers: only with pg_execute_server_program, checked again when a task runs
+---------------------------------------------------------------------------------------------------
+SELECT pgflow.create_flow('prog', max_attempts => 1);
+SELECT pgflow.add_step('prog', 'cat');
+SELECT pgflow.add_step('prog', 'later', ARRAY['cat']);
+UPDATE pgflow._flow_owners SET owner = 'pgflow_t_alice'::regrole WHERE flow_slug = 'prog';
+SELECT throws_ok($$SELECT pgflow.set_program_handler('prog', 'cat', ARRAY[]::text[])$$, '22023', NULL,
+                 'set_program_handler: an empty argv is 22023');
+SELECT throws_ok($$SELECT pgflow.set_program_handler('prog', 'cat', ARRAY['/bin/sh', NULL])$$, '22004', NULL,
+                 'set_program_handler: a NULL in argv is 22004');
+SET LOCAL ROLE pgflow_t_alice;
+SELECT throws_ok($$SELECT pgflow.set_program_handler('prog', 'cat', ARRAY['/bin/sh', '-c', 'cat'])$$, '42501',
+                 'must be superuser or have privileges of the pg_execute_server_program role to run programs in steps',
+                 'the flow''s owner without pg_execute_server_program cannot define a program step');
+RESET ROLE;
+GRANT pg_execute_server_program TO pgflow_t_alice;
+SET LOCAL ROLE pgflow_t_alice;
+SELECT lives_ok($$SELECT pgflow.set_program_handler('prog', 'cat', ARRAY['/bin/sh', '-c', 'cat'])$$,
+                'with it, the owner defines one');
+SELECT lives_ok($$SELECT pgflow.set_program_handler('prog', 'later', ARRAY['/bin/sh', '-c', 'echo 1'])$$,
+                'and another');
+RESET ROLE;
+SELECT pgflow.start_flow('prog', '{}', '00000000-0000-0000-0000-0000000e710a');
+SELECT pgflow.run_local_tasks(1);
+SELECT is((SELECT output FROM pgflow.step_states WHERE run_id = '00000000-0000-0000-0000-0000000e710a' AND step_slug = 'cat'),
+          '{}', 'the program got the input on stdin, and its stdout is the output');
+REVOKE pg_execute_server_program FROM pgflow_t_alice;
+SELECT pgflow.run_local_tasks(1);
+SELECT is((SELECT error_message FROM pgflow.step_tasks WHERE run_id = '00000000-0000-0000-0000-0000000e710a' AND step_slug = 'later'),
+          'must be superuser or have privileges of the pg_execute_server_program role to run programs in steps',
+          'a role that lost pg_execute_server_program no longer runs programs');
+SELECT throws_ok($$SELECT pgflow.set_sql_handler('prog', 'cat', 'SELECT 1', target => 'otherdb')$$, '55000', NULL,
+                 'a target without dblink in the database is 55000');
 
 ---------------------------------------------------------------------------------------------------
 -- Ad-hoc SQL tasks

@@ -1,0 +1,83 @@
+//! Whether any step has a handler and whether any pool exists, known to each backend without a
+//! query on the hot path: the engine's statements for flows that use neither (the common case)
+//! stay as they were before handlers and pools existed.
+//!
+//! Each backend keeps the answer with the shared generation it was read under
+//! (`queue::wake::generation`); a transaction that changes handlers or pools moves the
+//! generation on when it commits, and backends then read the tables again. Without shared memory
+//! (library not preloaded) the tables are read every time.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use crate::queue::wake;
+use crate::statement::{Statement, first, named};
+
+#[derive(Clone, Copy)]
+pub(crate) struct Features {
+    pub handlers: bool,
+    pub pools: bool,
+}
+
+thread_local! {
+    static CACHED: Cell<Option<(u64, Features)>> = const { Cell::new(None) };
+}
+
+static READ: Statement = Statement::new(
+    "SELECT EXISTS (SELECT 1 FROM pgflow._step_handlers) AS handlers,
+            EXISTS (SELECT 1 FROM pgflow._pools) AS pools",
+    &[],
+);
+
+/// What exists now (as of the last committed change this backend has seen).
+pub(crate) fn features(client: &mut SpiClient<'_>) -> Features {
+    let generation = wake::generation();
+    if let (Some(g), Some((cached_g, cached))) = (generation, CACHED.get())
+        && g == cached_g
+    {
+        return cached;
+    }
+    let row = first(READ.run(client, &[]));
+    let now = Features {
+        handlers: row
+            .as_ref()
+            .and_then(|r| named::<bool>(r, "handlers"))
+            .unwrap_or(true),
+        pools: row
+            .as_ref()
+            .and_then(|r| named::<bool>(r, "pools"))
+            .unwrap_or(true),
+    };
+    if let Some(g) = generation {
+        CACHED.set(Some((g, now)));
+    }
+    now
+}
+
+static PENDING: AtomicBool = AtomicBool::new(false);
+static CALLBACK: AtomicBool = AtomicBool::new(false);
+
+/// Called by every change of handlers or pools: the generation moves on when the transaction
+/// commits.
+pub(crate) fn changed() {
+    PENDING.store(true, Ordering::Relaxed);
+    if !CALLBACK.swap(true, Ordering::Relaxed) {
+        unsafe { pg_sys::RegisterXactCallback(Some(at_end), std::ptr::null_mut()) };
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn at_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_COMMIT if PENDING.swap(false, Ordering::Relaxed) => {
+            wake::next_generation();
+            CACHED.set(None);
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT => PENDING.store(false, Ordering::Relaxed),
+        _ => {}
+    }
+}
