@@ -35,7 +35,9 @@ static READ: Statement = Statement::new(
 
 /// What exists now (as of the last committed change this backend has seen).
 pub(crate) fn features(client: &mut SpiClient<'_>) -> Features {
-    let generation = wake::generation();
+    // A transaction that changed them reads them every time until it ends (it sees its change,
+    // other backends do not yet).
+    let generation = wake::generation().filter(|_| !PENDING.load(Ordering::Relaxed));
     if let (Some(g), Some((cached_g, cached))) = (generation, CACHED.get())
         && g == cached_g
     {
@@ -77,7 +79,10 @@ unsafe extern "C-unwind" fn at_end(event: pg_sys::XactEvent::Type, _arg: *mut st
             wake::next_generation();
             CACHED.set(None);
         }
-        pg_sys::XactEvent::XACT_EVENT_ABORT => PENDING.store(false, Ordering::Relaxed),
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
+            PENDING.store(false, Ordering::Relaxed);
+            CACHED.set(None);
+        }
         _ => {}
     }
 }

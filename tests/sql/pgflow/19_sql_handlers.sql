@@ -2,7 +2,7 @@
 -- in theirs): routing away from the flow's queue, inputs, outputs, failures and retries,
 -- timeouts, settings, privileges, ad-hoc tasks and pools.
 BEGIN;
-SELECT plan(78);
+SELECT plan(77);
 \ir helpers/common.psql
 
 -- Runs local tasks until none is left that is visible now.
