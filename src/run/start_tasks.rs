@@ -48,42 +48,44 @@ macro_rules! claim_tasks_sql {
     };
 }
 
-// The tasks behind a worker's messages (message ids are per queue, so the flow is checked after),
-// but for those of steps in a pool (`start_pooled`). Without any pool (`executor::features`),
-// `CLAIM_POOLED_TASKS` does the same without looking at pools.
+// The tasks behind a worker's messages that `$filter` keeps (message ids are per queue, so the
+// flow is checked after), with the contract's flow_input.
+macro_rules! claim_by_messages_sql {
+    ($filter:expr) => {
+        claim_tasks_sql!(
+            concat!(
+                "SELECT c.flow_slug, c.run_id, c.step_slug, c.task_index FROM pgflow.step_tasks c
+                 WHERE c.message_id = ANY($2)",
+                $filter
+            ),
+            "",
+            "c.flow_slug = $1 AND",
+            "$3",
+            ",
+             CASE WHEN s.step_type = 'single' AND s.deps_count = 0 THEN
+                  (SELECT r.input FROM pgflow.runs r WHERE r.run_id = t.run_id) END AS flow_input"
+        )
+    };
+}
+
+// The tasks behind a worker's messages but for those of steps in a pool (`start_pooled`).
+// Without any pool (`executor::features`), `CLAIM_POOLED_TASKS` does the same without looking
+// at pools.
 static CLAIM_TASKS: Statement = Statement::new(
-    claim_tasks_sql!(
-        concat!(
-            "SELECT c.flow_slug, c.run_id, c.step_slug, c.task_index FROM pgflow.step_tasks c
-             WHERE c.message_id = ANY($2) AND (",
-            crate::no_pools_sql!(),
-            " OR ",
-            crate::pool_of_sql!("c.flow_slug", "c.step_slug"),
-            " IS NULL)"
-        ),
-        "",
-        "c.flow_slug = $1 AND",
-        "$3",
-        ",
-         CASE WHEN s.step_type = 'single' AND s.deps_count = 0 THEN
-              (SELECT r.input FROM pgflow.runs r WHERE r.run_id = t.run_id) END AS flow_input"
-    ),
+    claim_by_messages_sql!(concat!(
+        " AND (",
+        crate::no_pools_sql!(),
+        " OR ",
+        crate::pool_of_sql!("c.flow_slug", "c.step_slug"),
+        " IS NULL)"
+    )),
     &[TEXTOID, INT8ARRAYOID, UUIDOID],
 );
 
 // The tasks behind messages, whatever their pools: those of steps in a pool once they have their
 // slots, and all when no pool exists.
 static CLAIM_POOLED_TASKS: Statement = Statement::new(
-    claim_tasks_sql!(
-        "SELECT c.flow_slug, c.run_id, c.step_slug, c.task_index FROM pgflow.step_tasks c
-         WHERE c.message_id = ANY($2)",
-        "",
-        "c.flow_slug = $1 AND",
-        "$3",
-        ",
-         CASE WHEN s.step_type = 'single' AND s.deps_count = 0 THEN
-              (SELECT r.input FROM pgflow.runs r WHERE r.run_id = t.run_id) END AS flow_input"
-    ),
+    claim_by_messages_sql!(""),
     &[TEXTOID, INT8ARRAYOID, UUIDOID],
 );
 
