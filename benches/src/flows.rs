@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::report::{Kv, Outcome, fmt_num};
-use crate::stats::{Calls, quantile};
+use crate::stats::{Calls, Latencies, quantile};
 use crate::{Check, Ctx, connect, pg};
 
 /// What the workers of one round share.
@@ -501,12 +501,7 @@ pub fn latency(ctx: &mut Ctx, workers: usize, poll_ms: i32) -> Result<(), String
         ));
     }
     lat.sort_by(f64::total_cmp);
-    let (p50, p95, p99, max) = (
-        quantile(&lat, 0.5),
-        quantile(&lat, 0.95),
-        quantile(&lat, 0.99),
-        quantile(&lat, 1.0),
-    );
+    let latencies = Latencies::of_sorted(&lat);
     let achieved = total as f64 / started_end.duration_since(t0).as_secs_f64();
     let wall = finished_secs(&r, t0);
 
@@ -516,12 +511,9 @@ pub fn latency(ctx: &mut Ctx, workers: usize, poll_ms: i32) -> Result<(), String
         .add("qty", qty)
         .add("rate", rate)
         .add("achieved_rate", achieved)
-        .add("runs", total)
-        .add("p50_ms", p50)
-        .add("p95_ms", p95)
-        .add("p99_ms", p99)
-        .add("max_ms", max)
-        .add("mean_ms", lat.iter().sum::<f64>() / lat.len() as f64)
+        .add("runs", total);
+    latencies.add_to(&mut kv);
+    kv.add("mean_ms", lat.iter().sum::<f64>() / lat.len() as f64)
         .add(
             "start_flow_ms_avg",
             call_time.as_secs_f64() * 1000.0 / total as f64,
@@ -531,13 +523,7 @@ pub fn latency(ctx: &mut Ctx, workers: usize, poll_ms: i32) -> Result<(), String
     ctx.outcomes.push(Outcome {
         workload: "latency".into(),
         params: format!("rate={}/s W={workers} poll={poll_ms}ms", fmt_num(rate)),
-        figure: format!(
-            "p50 {} / p95 {} / p99 {} / max {} ms",
-            fmt_num(p50),
-            fmt_num(p95),
-            fmt_num(p99),
-            fmt_num(max)
-        ),
+        figure: latencies.figure(),
         throughput: None,
     });
     Ok(())

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use postgres::Client;
 
 use crate::report::{Kv, Outcome, fmt_num};
-use crate::stats::quantile;
+use crate::stats::Latencies;
 use crate::{Check, Ctx, pg};
 
 /// pgasync's figures on a machine like ours (tasks/s of 2,000 queued `select 0` tasks, the top
@@ -350,26 +350,15 @@ pub fn latency(ctx: &mut Ctx) -> Result<(), String> {
         .filter_map(|(id, at)| ends.get(id).map(|end| (end - at) * 1000.0))
         .collect();
     ms.sort_by(f64::total_cmp);
-    let (p50, p95, p99) = (quantile(&ms, 0.5), quantile(&ms, 0.95), quantile(&ms, 0.99));
-    let max = ms.last().copied().unwrap_or(0.0);
+    let latencies = Latencies::of_sorted(&ms);
     let mut kv = Kv::new();
-    kv.add("rate", rate)
-        .add("runs", runs)
-        .add("p50_ms", p50)
-        .add("p95_ms", p95)
-        .add("p99_ms", p99)
-        .add("max_ms", max);
+    kv.add("rate", rate).add("runs", runs);
+    latencies.add_to(&mut kv);
     ctx.emit("sql-latency", &kv);
     ctx.outcomes.push(Outcome {
         workload: "sql-latency".into(),
         params: format!("rate={rate}/s runs={runs}"),
-        figure: format!(
-            "p50 {} ms, p95 {} ms, p99 {} ms, max {} ms",
-            fmt_num(p50),
-            fmt_num(p95),
-            fmt_num(p99),
-            fmt_num(max)
-        ),
+        figure: latencies.figure(),
         throughput: None,
     });
     Ok(())

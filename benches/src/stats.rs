@@ -14,7 +14,7 @@ pub fn trace_slow(took: Duration, what: impl FnOnce() -> String) {
     }
 }
 
-use crate::report::Kv;
+use crate::report::{Kv, fmt_num};
 
 /// Counts and summed client-side times of the calls a worker makes.
 #[derive(Default, Clone, Debug)]
@@ -113,6 +113,45 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The percentiles of latencies in milliseconds.
+pub struct Latencies {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Latencies {
+    /// From latencies sorted in ascending order.
+    pub fn of_sorted(sorted: &[f64]) -> Latencies {
+        Latencies {
+            p50: quantile(sorted, 0.5),
+            p95: quantile(sorted, 0.95),
+            p99: quantile(sorted, 0.99),
+            max: quantile(sorted, 1.0),
+        }
+    }
+
+    /// Adds `p50_ms`, `p95_ms`, `p99_ms` and `max_ms` to a result.
+    pub fn add_to(&self, kv: &mut Kv) {
+        kv.add("p50_ms", self.p50)
+            .add("p95_ms", self.p95)
+            .add("p99_ms", self.p99)
+            .add("max_ms", self.max);
+    }
+
+    /// The summary table's figure.
+    pub fn figure(&self) -> String {
+        format!(
+            "p50 {} / p95 {} / p99 {} / max {} ms",
+            fmt_num(self.p50),
+            fmt_num(self.p95),
+            fmt_num(self.p99),
+            fmt_num(self.max)
+        )
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,11 @@ thread_local! {
     static OPEN: RefCell<HashMap<String, Connection>> = RefCell::new(HashMap::new());
 }
 
+/// `f` on the open connection `name`, if there is one.
+fn with_connection<R>(name: &str, f: impl FnOnce(&mut Connection) -> R) -> Option<R> {
+    OPEN.with(|open| open.borrow_mut().get_mut(name).map(f))
+}
+
 fn hash_of(value: impl Hash) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     value.hash(&mut hasher);
@@ -213,6 +218,7 @@ pub(crate) fn run(
     })
 }
 
+/// `run`'s work, as `role`.
 fn run_as_role(
     target: &str,
     statement: &str,
@@ -242,7 +248,7 @@ fn run_as_role(
     }
     let exec = format!("SELECT {schema}.dblink_exec($1, $2)");
     let timeout_ms = timeout.saturating_mul(1000);
-    if OPEN.with(|open| open.borrow()[&name].statement_timeout) != Some(timeout_ms) {
+    if with_connection(&name, |c| c.statement_timeout) != Some(Some(timeout_ms)) {
         query(
             &exec,
             &[
@@ -250,11 +256,7 @@ fn run_as_role(
                 text_arg(&format!("SET statement_timeout = {timeout_ms}")),
             ],
         );
-        OPEN.with(|open| {
-            if let Some(c) = open.borrow_mut().get_mut(&name) {
-                c.statement_timeout = Some(timeout_ms);
-            }
-        });
+        with_connection(&name, |c| c.statement_timeout = Some(timeout_ms));
     }
     if !returns_rows(statement) {
         query(&exec, &[text_arg(&name), text_arg(statement)]);
@@ -262,18 +264,14 @@ fn run_as_role(
     }
     let key = hash_of(statement);
     let prepared = format!("pgflow_s{key:x}");
-    if !OPEN.with(|open| open.borrow()[&name].prepared.contains(&key)) {
+    if with_connection(&name, |c| c.prepared.contains(&key)) != Some(true) {
         let prepare = format!(
             "PREPARE {prepared}(jsonb, jsonb) AS WITH pgflow_q AS ({statement})
              SELECT count(*)::bigint AS n, coalesce(jsonb_agg(to_jsonb(pgflow_q)), '[]'::jsonb) AS rows
              FROM pgflow_q"
         );
         query(&exec, &[text_arg(&name), text_arg(&prepare)]);
-        OPEN.with(|open| {
-            if let Some(c) = open.borrow_mut().get_mut(&name) {
-                c.prepared.insert(key);
-            }
-        });
+        with_connection(&name, |c| c.prepared.insert(key));
     }
     let sql = format!(
         "SELECT CASE WHEN t.n = 1 AND (SELECT count(*) FROM pg_catalog.jsonb_object_keys(t.rows -> 0)) = 1
