@@ -29,11 +29,12 @@ SELECT pgflow.set_sql_handler('sales_report', 'publish',
 SELECT run_id AS run FROM pgflow.start_flow('sales_report', '{}') \gset
 
 -- The executors start within seconds of CREATE EXTENSION (the launcher looks every 10 s).
+SELECT set_config('demo.run', :'run', false) AS demo_run \gset
 DO $$
 DECLARE
   deadline timestamptz := clock_timestamp() + interval '60 seconds';
 BEGIN
-  WHILE (SELECT status FROM pgflow.runs WHERE run_id = :'run') = 'started' AND clock_timestamp() < deadline LOOP
+  WHILE (SELECT status FROM pgflow.runs WHERE run_id = current_setting('demo.run')::uuid) = 'started' AND clock_timestamp() < deadline LOOP
     PERFORM pg_sleep(0.1);
   END LOOP;
 END $$;
@@ -48,7 +49,7 @@ TABLE sales_report;
 
 DO $$
 BEGIN
-  IF (SELECT status FROM pgflow.runs WHERE run_id = :'run') IS DISTINCT FROM 'completed'
+  IF (SELECT status FROM pgflow.runs WHERE run_id = current_setting('demo.run')::uuid) IS DISTINCT FROM 'completed'
      OR (SELECT sum(orders) FROM sales_report) IS DISTINCT FROM 30 THEN
     RAISE EXCEPTION 'the SQL workflow did not complete as expected (are the executors running? pgflow.executors, pgflow.worker_databases)';
   END IF;
