@@ -229,6 +229,7 @@ BEGIN
     DELETE FROM pgflow._step_shards WHERE run_id IN (SELECT run_id FROM pgflow.runs WHERE flow_slug = p_flow_slug);
     DELETE FROM pgflow._local_tasks WHERE flow_slug = p_flow_slug;
     DELETE FROM pgflow._adhoc_tasks WHERE run_id IN (SELECT run_id FROM pgflow.runs WHERE flow_slug = p_flow_slug);
+    DELETE FROM pgflow._run_control WHERE run_id IN (SELECT run_id FROM pgflow.runs WHERE flow_slug = p_flow_slug);
     DELETE FROM pgflow.step_tasks WHERE flow_slug = p_flow_slug;
     DELETE FROM pgflow.step_states WHERE flow_slug = p_flow_slug;
     DELETE FROM pgflow.runs WHERE flow_slug = p_flow_slug;

@@ -2,7 +2,7 @@
 //!
 //! - `queue`: the pgmq-compatible queue layer (schema `pgmq`, SQL in `sql/pgmq.sql`)
 //! - `flow`: flow definitions (create_flow, add_step)
-//! - `run`: the runtime (start_flow, start_tasks, complete_task, fail_task, cascades)
+//! - `run`: the runtime (start_flow, start_tasks, complete_task, fail_task, cascades, cancel_run)
 //! - `events`: run and step events
 //! - `statement`, `datum`: prepared statements and raw datums shared by the above
 //! - `error`, `memory`, `transaction`: raising errors, copying results out of SPI memory,
@@ -42,6 +42,11 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../sql/pgflow_executor.sql",
     name = "pgflow_executor",
+    requires = ["pgflow_schema"]
+);
+pgrx::extension_sql_file!(
+    "../sql/pgflow_control.sql",
+    name = "pgflow_control",
     requires = ["pgflow_schema"]
 );
 pgrx::extension_sql_file!("../sql/pgflow_api.sql", name = "pgflow_api", finalize);

@@ -249,5 +249,62 @@ check "a target given as a connection string reads them there" "completed|[{\"n\
 ok_if "connections are reused: 40 remote tasks used at most one remote backend per executor" \
   "(SELECT count(DISTINCT output) FROM pgflow.step_tasks WHERE run_id = '$run' AND step_slug = 'by_name') <= 4"
 
+# 14. cancel_run while a SQL task and while a program step is running: the executor running
+# the run's task is interrupted at once (and no other), nothing of the handler stays, and the
+# task's late failure changes nothing.
+sql "CREATE TABLE cancel_effects (note text);
+     SELECT pgflow.create_flow('stop'); SELECT pgflow.add_step('stop', 'slow', timeout => 120);
+     SELECT pgflow.add_step('stop', 'after', ARRAY['slow']);
+     SELECT pgflow.set_sql_handler('stop', 'slow', \$\$INSERT INTO cancel_effects VALUES ('slow'); SELECT pg_sleep(60)\$\$);
+     SELECT pgflow.set_sql_handler('stop', 'after', \$\$INSERT INTO cancel_effects VALUES ('after')\$\$);
+     SELECT pgflow.create_flow('bystander'); SELECT pgflow.add_step('bystander', 'nap');
+     SELECT pgflow.set_sql_handler('bystander', 'nap', \$\$INSERT INTO cancel_effects VALUES ('bystander'); SELECT pg_sleep(1.5)\$\$)" >/dev/null
+run=$(sql "SELECT run_id FROM pgflow.start_flow('stop', '{}')")
+other_run=$(sql "SELECT run_id FROM pgflow.start_flow('bystander', '{}')")
+wait_for 10 "(SELECT count(*) FROM pg_stat_activity WHERE (query LIKE 'pgflow task stop/slow%' OR query LIKE 'pgflow task bystander/nap%') AND state = 'active') = 2"
+check "cancel_run returns the run as failed" failed "$(sql "SELECT status FROM pgflow.cancel_run('$run')")"
+if wait_for 2 "NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'pgflow task stop/slow%')"; then
+  pass "the executor running the run's SQL task is interrupted within two seconds"
+else fail "the executor running the run's SQL task is interrupted within two seconds"; fi
+check "run_status says cancelled; the task is left as it was, its step never completed" "cancelled|started|1|started|created" \
+  "$(sql "SELECT pgflow.run_status('$run') || '|' || t.status || '|' || t.attempts_count || '|'
+               || (SELECT string_agg(status, '|' ORDER BY step_index) FROM pgflow.step_states ss
+                   JOIN pgflow.steps s USING (flow_slug, step_slug) WHERE ss.run_id = '$run')
+          FROM pgflow.step_tasks t WHERE t.run_id = '$run'")"
+run_done "$other_run" 10
+check "another run's task on another executor was not touched" "completed|1" \
+  "$(sql "SELECT r.status || '|' || t.attempts_count FROM pgflow.runs r JOIN pgflow.step_tasks t USING (run_id) WHERE r.run_id = '$other_run'")"
+check "the interrupted handler left no effect, and the step after it never ran" "bystander" \
+  "$(sql "SELECT string_agg(note, ',') FROM cancel_effects")"
+sql "SELECT pgflow.create_flow('stopprog'); SELECT pgflow.add_step('stopprog', 'nap', timeout => 120);
+     SELECT pgflow.set_program_handler('stopprog', 'nap', ARRAY['/bin/sh', '-c', 'sleep 58.5; echo 1'])" >/dev/null
+run=$(sql "SELECT run_id FROM pgflow.start_flow('stopprog', '{}')")
+for _ in $(seq 1 100); do [ "$(pgrep -fc 'sleep 58.5')" -gt 0 ] && break; sleep 0.1; done
+sql "SELECT pgflow.cancel_run('$run')" >/dev/null
+for _ in $(seq 1 20); do [ "$(pgrep -fc 'sleep 58.5')" -eq 0 ] && break; sleep 0.1; done
+check "cancel_run kills a running program step" "0|cancelled" "$(pgrep -fc 'sleep 58.5')|$(sql "SELECT pgflow.run_status('$run')")"
+
+# 15. A run that fails while one of its SQL tasks runs: the handler's effects do not commit
+# without the task's completion.
+sql "INSERT INTO pgflow.workers (worker_id, queue_name, function_name) VALUES ('00000000-0000-0000-0000-0000000000e2', 'split', 'test');
+     SELECT pgflow.create_flow('split', max_attempts => 1); SELECT pgflow.add_step('split', 'local');
+     SELECT pgflow.add_step('split', 'remote');
+     SELECT pgflow.set_sql_handler('split', 'local', \$\$INSERT INTO cancel_effects VALUES ('split'); SELECT pg_sleep(2)\$\$)" >/dev/null
+run=$(sql "SELECT run_id FROM pgflow.start_flow('split', '{}')")
+wait_for 10 "EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'pgflow task split/local%' AND state = 'active')"
+msg=$(sql "SELECT msg_id FROM pgmq.read_with_poll('split', 30, 1, 3)")
+sql "SELECT pgflow.start_tasks('split', ARRAY[$msg]::bigint[], '00000000-0000-0000-0000-0000000000e2');
+     SELECT pgflow.fail_task('$run', 'remote', 0, 'remote broke')" >/dev/null
+# (the executor's claim commits with the rest of its transaction: until then the task looks queued)
+wait_for 10 "(SELECT status NOT IN ('queued', 'started') FROM pgflow.step_tasks WHERE run_id = '$run' AND step_slug = 'local')"
+check "the SQL task of the failed run is failed, and its handler's insert rolled back" \
+  "failed|the task did not complete: its run or step is no longer running|0" \
+  "$(sql "SELECT t.status || '|' || coalesce(t.error_message, '-') || '|' || (SELECT count(*) FROM cancel_effects WHERE note = 'split')
+          FROM pgflow.step_tasks t WHERE t.run_id = '$run' AND t.step_slug = 'local'")"
+
+# 16. The demo's pure-SQL workflow (scripts/demo.sh runs it) completes on the executors.
+check "examples/demo_sql_workflow.sql runs and checks its own result" "demo_sql_workflow: OK" \
+  "$("${psql_base[@]}" -d "$DB" -f examples/demo_sql_workflow.sql 2>&1 | tail -1)"
+
 echo "1..$n"
 [ $failures -eq 0 ]

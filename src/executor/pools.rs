@@ -4,8 +4,8 @@
 //! - An executor serves one pool per transaction and holds one of its slots (a row lock) for
 //!   the transaction: its tasks of that pool run one after the other.
 //! - start_tasks writes a claimed external task into a free slot; the slot is free again once
-//!   that task is no longer started (completed, failed, requeued), without any hook on those
-//!   transitions. Tasks beyond the free slots are not started and their messages become
+//!   that task is no longer started (completed, failed, requeued) or its run has ended (failed,
+//!   cancelled), without any hook on those transitions. Tasks beyond the free slots are not started and their messages become
 //!   visible again after `RETRY_VISIBLE_AFTER` seconds.
 
 use pgrx::pg_sys::{
@@ -49,14 +49,15 @@ macro_rules! no_pools_sql {
 /// Seconds after which the messages of external tasks refused for want of a slot are visible again.
 const RETRY_VISIBLE_AFTER: i32 = 1;
 
-// Up to $2 free slots of pool $1, locked; slots whose external task is no longer started are
-// cleared on the way.
+// Up to $2 free slots of pool $1, locked; slots whose external task is no longer started, or
+// whose run failed or was cancelled, are cleared on the way.
 static TAKE_SLOTS: Statement = Statement::new(
     "WITH free AS (
          SELECT s.pool_name, s.slot, s.run_id IS NOT NULL AS stale FROM pgflow._pool_slots s
          WHERE s.pool_name = $1
            AND (s.run_id IS NULL
                 OR NOT EXISTS (SELECT 1 FROM pgflow.step_tasks t
+                               JOIN pgflow.runs r ON r.run_id = t.run_id AND r.status = 'started'
                                WHERE t.run_id = s.run_id AND t.step_slug = s.step_slug
                                  AND t.task_index = s.task_index AND t.status = 'started'))
          ORDER BY s.slot LIMIT $2

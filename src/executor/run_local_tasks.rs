@@ -121,7 +121,7 @@ fn run_task(
     let outcome = in_subtransaction(
         || {
             let output = run_handler(task);
-            complete_task::complete_task(
+            let row = complete_task::complete_task(
                 client,
                 outer,
                 task.task.run_id,
@@ -129,6 +129,13 @@ fn run_task(
                 task.task.task_index,
                 Some(output),
             );
+            // The handler's effects commit only with its task's completion.
+            if !row.is_some_and(is_completed) {
+                crate::error::error(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    "the task did not complete: its run or step is no longer running",
+                );
+            }
         },
         |_| true,
     );
@@ -145,6 +152,16 @@ fn run_task(
             task.task.task_index,
             Some(&message),
         );
+    }
+}
+
+/// Whether a task row returned by complete_task is completed.
+fn is_completed(row: crate::datum::TaskRow) -> bool {
+    unsafe {
+        let header = pg_sys::pg_detoast_datum(row.0.cast_mut_ptr()) as pg_sys::HeapTupleHeader;
+        let mut is_null = false;
+        let status = pg_sys::GetAttributeByName(header, c"status".as_ptr(), &mut is_null);
+        !is_null && String::from_datum(status, false).as_deref() == Some("completed")
     }
 }
 

@@ -11,7 +11,7 @@ use super::rows::{RunStatus, StepStatus, StepType, TaskStatus, task_row, task_st
 use super::step_completed::{
     StepCounts, after_step_completed, cascades_after_step, start_and_finish,
 };
-use super::{archive, shards, step_failed};
+use super::{archive, control, shards, step_failed};
 use crate::datum::{Jsonb, RawDatum, TaskRow};
 use crate::error::sqlstate_of;
 use crate::memory::{caller_context, copy_to};
@@ -131,6 +131,10 @@ fn complete_locked(
 ) -> Option<TaskRow> {
     let locked = lock_run_and_step(client, run_id, step_slug)?;
     if locked.run_status == RunStatus::Failed {
+        if control::is_cancelled(client, run_id) {
+            control::ignored_after_cancel(run_id, "completion");
+            return None;
+        }
         return task_row(client, outer, run_id, step_slug, task_index);
     }
     if locked.step_status != StepStatus::Started {

@@ -58,6 +58,14 @@ macro_rules! run_failed_event {
     ) };
 }
 
+/// `run:cancelled` (pgflow_core's own event; pgflow's clients know the other three).
+#[rustfmt::skip]
+macro_rules! run_cancelled_event {
+    ($run:literal, $flow:literal, $cancelled_at:literal) => { concat!(
+        run_event_head!("cancelled", $run, $flow), ", 'cancelled_at', ", $cancelled_at, ") AS payload"
+    ) };
+}
+
 #[rustfmt::skip]
 macro_rules! step_started_event {
     ($run:literal, $step:literal, $started_at:literal, $remaining_tasks:literal, $remaining_deps:literal) => { concat!(

@@ -9,7 +9,7 @@ use pgrx::spi::SpiClient;
 use super::lock::lock_run_and_step;
 use super::rows::{Handling, RunStatus, StepStatus, TaskStatus, task_row, task_state};
 use super::{
-    archive, conditions, force_skip, maybe_complete_run, start_ready_steps, step_failed,
+    archive, conditions, control, force_skip, maybe_complete_run, start_ready_steps, step_failed,
     taskless_steps,
 };
 use crate::datum::TaskRow;
@@ -90,6 +90,10 @@ pub(crate) fn fail_task(
 ) -> Option<TaskRow> {
     let locked = lock_run_and_step(client, run_id, step_slug)?;
     if locked.run_status == RunStatus::Failed {
+        if control::is_cancelled(client, run_id) {
+            control::ignored_after_cancel(run_id, "failure");
+            return None;
+        }
         FAIL_TASK_OF_FAILED_RUN.run(
             client,
             &[

@@ -118,3 +118,27 @@ pub(crate) fn step_context(
     let row = first(STEP_CONTEXT.run(client, &[run_id.into(), step_slug.into()]))?;
     StepContext::read(&row)
 }
+
+static LOCK_RUN: Statement = Statement::new(
+    "SELECT r.status AS run_status, c.state AS control
+     FROM pgflow.runs r LEFT JOIN pgflow._run_control c ON c.run_id = r.run_id
+     WHERE r.run_id = $1
+     FOR NO KEY UPDATE OF r",
+    &[UUIDOID],
+);
+
+/// A run, locked by a transition of the whole run (cancel, pause, resume), with its control
+/// state (`cancelled`, `paused`, or none).
+pub(crate) struct LockedRun {
+    pub run_status: RunStatus,
+    pub control: Option<String>,
+}
+
+/// Locks a run (`None`: no such run). The first lock of the order, like `lock_run_and_step`'s.
+pub(crate) fn lock_run(client: &mut SpiClient<'_>, run_id: pgrx::Uuid) -> Option<LockedRun> {
+    let row = first(LOCK_RUN.run(client, &[run_id.into()]))?;
+    Some(LockedRun {
+        run_status: RunStatus::read(&row, "run_status")?,
+        control: named(&row, "control"),
+    })
+}

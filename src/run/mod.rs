@@ -10,6 +10,8 @@
 //! - `taskless_steps`: cascade_complete_taskless_steps
 //! - `force_skip`: _cascade_force_skip_steps
 //! - `maybe_complete_run`: maybe_complete_run
+//! - `cancel_run`: a started run is cancelled
+//! - `run_status`: a run's status, with cancelled and paused
 //!
 //! State changes shared by them:
 //! - `step_completed`: what follows a step's completion
@@ -17,6 +19,7 @@
 //!   type violations
 //! - `dependents`: dependents of finished steps lose a dependency
 //! - `archive`: messages of a run, of steps or of a task are archived
+//! - `control`: the run control table (cancelled and paused runs)
 //!
 //! And what they all use:
 //! - `lock`: the lock order of every transition, and the step context read under it
@@ -38,13 +41,16 @@ mod shards;
 mod step_completed;
 
 mod archive;
+mod cancel_run;
 pub(crate) mod complete_task;
 mod conditions;
+mod control;
 pub(crate) mod fail_task;
 mod force_skip;
 mod lock;
 mod maybe_complete_run;
 mod rows;
+mod run_status;
 pub(crate) mod start_flow;
 mod start_ready_steps;
 pub(crate) mod start_tasks;

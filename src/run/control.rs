@@ -1,0 +1,28 @@
+//! The run control table (`pgflow._run_control`): runs that were cancelled or are paused. The
+//! contract's runs table keeps its three statuses: a cancelled run is 'failed' there.
+
+use pgrx::pg_sys::UUIDOID;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use crate::statement::{Statement, first};
+
+static IS_CANCELLED: Statement = Statement::new(
+    "SELECT 1 FROM pgflow._run_control WHERE run_id = $1 AND state = 'cancelled'",
+    &[UUIDOID],
+);
+
+/// Whether a run was cancelled. Asked only of runs that are 'failed', off the hot path.
+pub(crate) fn is_cancelled(client: &mut SpiClient<'_>, run_id: pgrx::Uuid) -> bool {
+    first(IS_CANCELLED.run(client, &[run_id.into()])).is_some()
+}
+
+/// A task's completion or failure that arrives after its run was cancelled changes nothing
+/// and returns no row; this notice says why.
+pub(crate) fn ignored_after_cancel(run_id: pgrx::Uuid, what: &str) {
+    ereport!(
+        PgLogLevel::NOTICE,
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!("run {run_id} was cancelled: the task's {what} changes nothing")
+    );
+}

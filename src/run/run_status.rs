@@ -1,0 +1,28 @@
+//! run_status: a run's status as pgflow_core sees it: started, completed or failed as in
+//! `pgflow.runs`, or cancelled or paused (`pgflow._run_control`).
+
+use pgrx::pg_sys::UUIDOID;
+use pgrx::prelude::*;
+
+use crate::statement::{Statement, first, named};
+
+static RUN_STATUS: Statement = Statement::new(
+    "SELECT coalesce(c.state, r.status) AS status
+     FROM pgflow.runs r LEFT JOIN pgflow._run_control c ON c.run_id = r.run_id
+     WHERE r.run_id = $1",
+    &[UUIDOID],
+);
+
+#[pg_schema]
+mod pgflow {
+    use super::*;
+
+    /// started, completed, failed, cancelled or paused; NULL when no such run exists.
+    #[pg_extern(requires = ["pgflow_schema"], stable)]
+    fn run_status(run_id: Option<pgrx::Uuid>) -> Option<String> {
+        let run_id = run_id?;
+        Spi::connect_mut(|client| {
+            first(RUN_STATUS.run(client, &[run_id.into()])).and_then(|row| named(&row, "status"))
+        })
+    }
+}
