@@ -302,6 +302,25 @@ check "the SQL task of the failed run is failed, and its handler's insert rolled
   "$(sql "SELECT t.status || '|' || coalesce(t.error_message, '-') || '|' || (SELECT count(*) FROM cancel_effects WHERE note = 'split')
           FROM pgflow.step_tasks t WHERE t.run_id = '$run' AND t.step_slug = 'local'")"
 
+# 17. pause_run in the middle of a SQL map on the executors: once the tasks started before the
+# pause are done, no handler runs until resume_run; then the map completes, each task once.
+sql "CREATE TABLE pause_effects (task int);
+     SELECT pgflow.create_flow('pausemap'); SELECT pgflow.add_step('pausemap', 'each', step_type => 'map');
+     SELECT pgflow.set_sql_handler('pausemap', 'each', \$\$INSERT INTO pause_effects VALUES ((\$1)::int); SELECT pg_sleep(0.02)\$\$)" >/dev/null
+run=$(sql "SELECT run_id FROM pgflow.start_flow('pausemap', (SELECT jsonb_agg(g) FROM generate_series(1, 300) g))")
+wait_for 20 "(SELECT count(*) FROM pause_effects) >= 20"
+check "pause_run returns the run, started" started "$(sql "SELECT status FROM pgflow.pause_run('$run')")"
+sleep 1
+before=$(sql "SELECT count(*) FROM pause_effects")
+sleep 1.5
+check "while paused no handler runs (and run_status says paused)" "$before|paused" \
+  "$(sql "SELECT count(*) || '|' || pgflow.run_status('$run') FROM pause_effects")"
+ok_if "the pause came before the map's end" "$before < 300"
+sql "SELECT pgflow.resume_run('$run')" >/dev/null
+run_done "$run" 60
+check "after resume_run the map completes, each of its 300 effects once" "completed|300|300" \
+  "$(sql "SELECT (SELECT status FROM pgflow.runs WHERE run_id = '$run') || '|' || count(*) || '|' || count(DISTINCT task) FROM pause_effects")"
+
 # 16. The demo's pure-SQL workflow (scripts/demo.sh runs it) completes on the executors.
 check "examples/demo_sql_workflow.sql runs and checks its own result" "demo_sql_workflow: OK" \
   "$("${psql_base[@]}" -d "$DB" -f examples/demo_sql_workflow.sql 2>&1 | tail -1)"

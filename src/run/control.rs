@@ -7,6 +7,19 @@ use pgrx::spi::SpiClient;
 
 use crate::statement::{Statement, first};
 
+/// True unless run `$run` is paused: no task of a paused run is claimed and no step of it
+/// starts.
+#[macro_export]
+macro_rules! not_paused_sql {
+    ($run:literal) => {
+        concat!(
+            "NOT EXISTS (SELECT 1 FROM pgflow._run_control rc WHERE rc.run_id = ",
+            $run,
+            " AND rc.state = 'paused')"
+        )
+    };
+}
+
 static IS_CANCELLED: Statement = Statement::new(
     "SELECT 1 FROM pgflow._run_control WHERE run_id = $1 AND state = 'cancelled'",
     &[UUIDOID],

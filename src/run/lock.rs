@@ -120,7 +120,7 @@ pub(crate) fn step_context(
 }
 
 static LOCK_RUN: Statement = Statement::new(
-    "SELECT r.status AS run_status, c.state AS control
+    "SELECT r.status AS run_status, r.flow_slug, c.state AS control
      FROM pgflow.runs r LEFT JOIN pgflow._run_control c ON c.run_id = r.run_id
      WHERE r.run_id = $1
      FOR NO KEY UPDATE OF r",
@@ -131,6 +131,7 @@ static LOCK_RUN: Statement = Statement::new(
 /// state (`cancelled`, `paused`, or none).
 pub(crate) struct LockedRun {
     pub run_status: RunStatus,
+    pub flow_slug: String,
     pub control: Option<String>,
 }
 
@@ -139,6 +140,7 @@ pub(crate) fn lock_run(client: &mut SpiClient<'_>, run_id: pgrx::Uuid) -> Option
     let row = first(LOCK_RUN.run(client, &[run_id.into()]))?;
     Some(LockedRun {
         run_status: RunStatus::read(&row, "run_status")?,
+        flow_slug: named(&row, "flow_slug")?,
         control: named(&row, "control"),
     })
 }

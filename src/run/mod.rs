@@ -11,6 +11,7 @@
 //! - `force_skip`: _cascade_force_skip_steps
 //! - `maybe_complete_run`: maybe_complete_run
 //! - `cancel_run`: a started run is cancelled
+//! - `pause_run`: pause_run and resume_run
 //! - `run_status`: a run's status, with cancelled and paused
 //!
 //! State changes shared by them:
@@ -49,6 +50,7 @@ pub(crate) mod fail_task;
 mod force_skip;
 mod lock;
 mod maybe_complete_run;
+mod pause_run;
 mod rows;
 mod run_status;
 pub(crate) mod start_flow;

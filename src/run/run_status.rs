@@ -1,5 +1,6 @@
 //! run_status: a run's status as pgflow_core sees it: started, completed or failed as in
-//! `pgflow.runs`, or cancelled or paused (`pgflow._run_control`).
+//! `pgflow.runs`, or cancelled (a failed run that was cancelled) or paused (a started run that
+//! is paused; one that finished while paused shows how it finished).
 
 use pgrx::pg_sys::UUIDOID;
 use pgrx::prelude::*;
@@ -7,7 +8,9 @@ use pgrx::prelude::*;
 use crate::statement::{Statement, first, named};
 
 static RUN_STATUS: Statement = Statement::new(
-    "SELECT coalesce(c.state, r.status) AS status
+    "SELECT CASE WHEN c.state = 'cancelled' AND r.status = 'failed' THEN 'cancelled'
+                 WHEN c.state = 'paused' AND r.status = 'started' THEN 'paused'
+                 ELSE r.status END AS status
      FROM pgflow.runs r LEFT JOIN pgflow._run_control c ON c.run_id = r.run_id
      WHERE r.run_id = $1",
     &[UUIDOID],

@@ -152,7 +152,7 @@ fn start_and_enqueue_sql(queue_table: &str, handlers: bool) -> String {
              SELECT ss.run_id, ss.step_slug
              FROM pgflow.step_states ss
              JOIN pgflow.runs r ON r.run_id = ss.run_id AND r.status = {started}
-             WHERE ss.run_id = $1 AND ss.status = {created} AND ss.remaining_deps = 0 AND ss.initial_tasks > 0
+             WHERE ss.run_id = $1 AND {not_paused} AND ss.status = {created} AND ss.remaining_deps = 0 AND ss.initial_tasks > 0
              ORDER BY ss.step_slug
              FOR UPDATE OF ss
          ), started AS (
@@ -190,6 +190,7 @@ fn start_and_enqueue_sql(queue_table: &str, handlers: bool) -> String {
          FROM plan p ORDER BY p.step_slug",
         started = crate::status!("started"),
         created = crate::status!("created"),
+        not_paused = crate::not_paused_sql!("$1"),
         // Without any handler (`executor::features`) no step is local, and the statement
         // does not read the handlers' table.
         local = if handlers {

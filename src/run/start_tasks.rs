@@ -34,6 +34,7 @@ macro_rules! claim_tasks_sql {
                AND t.status = ", status!("queued"), "
                AND s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug
                AND (SELECT r.status FROM pgflow.runs r WHERE r.run_id = c.run_id) = 'started'
+               AND ", crate::not_paused_sql!("c.run_id"), "
                AND (SELECT ss.status FROM pgflow.step_states ss
                     WHERE ss.run_id = c.run_id AND ss.step_slug = c.step_slug) = 'started'
              RETURNING t.run_id, t.step_slug, t.task_index, t.message_id, s.step_type, s.deps_count,
@@ -118,6 +119,7 @@ macro_rules! claim_local_tasks_sql {
                  WHERE (l.run_id, l.step_slug, l.task_index) IN (
                      SELECT q.run_id, q.step_slug, q.task_index FROM pgflow._local_tasks q", $from, "
                      WHERE ", $filter, " AND q.visible_at <= clock_timestamp()
+                       AND ", crate::not_paused_sql!("q.run_id"), "
                      ORDER BY ", $order, " LIMIT $1
                      FOR NO KEY UPDATE OF ", $lock, " SKIP LOCKED)
                  RETURNING l.flow_slug, l.run_id, l.step_slug, l.task_index"
