@@ -222,6 +222,26 @@ BEGIN
 END;
 $$;
 
+-- Flow queues are read in priority order once runs have priorities (src/queue/messages.rs):
+-- a flow's queue gets an index on the priority its messages carry in header x-pgflow-priority
+-- (none: 0). A queue that another role owns keeps pgmq's order.
+CREATE FUNCTION pgflow._prioritize_queue(queue_name text)
+RETURNS void LANGUAGE plpgsql SET search_path = '' AS $$
+DECLARE
+    qtable text := pgmq.format_table_name(queue_name, 'q');
+BEGIN
+    IF pg_catalog.to_regclass(pg_catalog.format('pgmq.%I', qtable || '_priority_idx')) IS NULL
+       AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+               WHERE c.oid = pg_catalog.to_regclass(pg_catalog.format('pgmq.%I', qtable))
+                 AND pg_catalog.pg_has_role(c.relowner, 'USAGE')) THEN
+        EXECUTE pg_catalog.format(
+            'CREATE INDEX %I ON pgmq.%I '
+            '((coalesce((headers OPERATOR(pg_catalog.->>) ''x-pgflow-priority'')::pg_catalog.int4, 0)) DESC, msg_id)',
+            qtable || '_priority_idx', qtable);
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION pgflow.delete_flow_and_data(p_flow_slug text)
 RETURNS void LANGUAGE plpgsql SET search_path = '' AS $$
 BEGIN
@@ -230,6 +250,7 @@ BEGIN
     DELETE FROM pgflow._local_tasks WHERE flow_slug = p_flow_slug;
     DELETE FROM pgflow._adhoc_tasks WHERE run_id IN (SELECT run_id FROM pgflow.runs WHERE flow_slug = p_flow_slug);
     DELETE FROM pgflow._run_control WHERE run_id IN (SELECT run_id FROM pgflow.runs WHERE flow_slug = p_flow_slug);
+    DELETE FROM pgflow._run_options WHERE flow_slug = p_flow_slug;
     DELETE FROM pgflow.step_tasks WHERE flow_slug = p_flow_slug;
     DELETE FROM pgflow.step_states WHERE flow_slug = p_flow_slug;
     DELETE FROM pgflow.runs WHERE flow_slug = p_flow_slug;

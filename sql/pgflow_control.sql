@@ -9,3 +9,28 @@ CREATE TABLE pgflow._run_control (
 );
 
 SELECT pg_catalog.pg_extension_config_dump('pgflow._run_control', '');
+
+-- A flow's run options: the priority its runs get unless started with their own.
+CREATE TABLE pgflow._flow_options (
+    flow_slug text    NOT NULL,
+    priority  integer NOT NULL DEFAULT 0,
+    CONSTRAINT _flow_options_pkey PRIMARY KEY (flow_slug),
+    CONSTRAINT _flow_options_flow_slug_fkey FOREIGN KEY (flow_slug)
+        REFERENCES pgflow.flows (flow_slug) ON DELETE CASCADE
+);
+
+-- A run's options, for runs that have any: its priority (0 has no row unless the run has a
+-- key), and the idempotency key it was started with (unique per flow while the run is kept).
+CREATE TABLE pgflow._run_options (
+    run_id          uuid    NOT NULL,
+    flow_slug       text    NOT NULL,
+    priority        integer NOT NULL DEFAULT 0,
+    idempotency_key text,
+    CONSTRAINT _run_options_pkey PRIMARY KEY (run_id),
+    CONSTRAINT _run_options_key UNIQUE (flow_slug, idempotency_key)
+);
+-- Whether any run has a priority (`executor::features`).
+CREATE INDEX _run_options_prioritized ON pgflow._run_options (run_id) WHERE priority <> 0;
+
+SELECT pg_catalog.pg_extension_config_dump('pgflow._flow_options', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow._run_options', '');

@@ -141,6 +141,7 @@ BEGIN
     DELETE FROM pgflow._local_tasks WHERE run_id = ANY(old_runs);
     DELETE FROM pgflow._adhoc_tasks WHERE run_id = ANY(old_runs);
     DELETE FROM pgflow._run_control WHERE run_id = ANY(old_runs);
+    DELETE FROM pgflow._run_options WHERE run_id = ANY(old_runs);
     DELETE FROM pgflow.step_tasks WHERE run_id = ANY(old_runs);
     DELETE FROM pgflow.step_states WHERE run_id = ANY(old_runs);
     DELETE FROM pgflow.runs WHERE run_id = ANY(old_runs);

@@ -38,6 +38,10 @@ pub static RETENTION: GucSetting<Option<CString>> = GucSetting::<Option<CString>
 /// `pgflow.prune_interval`: seconds between two prunes by the worker.
 pub static PRUNE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 
+/// `pgflow.priority_max_wait`: seconds a flow's message may wait, visible and unread, before it
+/// is read ahead of every priority (the rule against starvation).
+pub static PRIORITY_MAX_WAIT: GucSetting<i32> = GucSetting::<i32>::new(60);
+
 pub fn init() {
     GucRegistry::define_bool_guc(
         c"pgflow.notify_events",
@@ -100,6 +104,16 @@ pub fn init() {
         &DEFAULT_POOL,
         GucContext::Sighup,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgflow.priority_max_wait",
+        c"Seconds a flow's task may wait, visible and unread, before it is read ahead of every priority.",
+        c"Reads of a flow's queue hand out such tasks first, oldest first, so low priorities do not starve.",
+        &PRIORITY_MAX_WAIT,
+        1,
+        86_400 * 365,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_string_guc(
         c"pgflow.retention",

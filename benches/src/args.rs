@@ -46,6 +46,8 @@ OPTIONS:
                          that takes at least N ms, to stderr
     --json               also print one JSON object per result
     --cleanup            delete the benchmark's flows, queues and table after verification
+    --priorities         dag: start runs with pgflow.start_run and priorities 0-3 (one in four
+                         runs has 0), so that the flow's queue is read in priority order
     -h, --help           this text
 
 Every result ends in a line `RESULT workload=<name> key=value ...`. At the end every run is
@@ -75,6 +77,7 @@ pub struct Opts {
     pub prune_every: f64,
     pub json: bool,
     pub cleanup: bool,
+    pub priorities: bool,
     pub help: bool,
 }
 
@@ -115,6 +118,7 @@ struct Raw {
     prune_every: Option<f64>,
     json: bool,
     cleanup: bool,
+    priorities: bool,
     help: bool,
 }
 
@@ -171,6 +175,7 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--quick" => raw.quick = true,
             "--json" => raw.json = true,
             "--cleanup" => raw.cleanup = true,
+            "--priorities" => raw.priorities = true,
             "--dsn" => raw.dsn = Some(value("--dsn")?),
             "--workload" => raw.workload = Some(value("--workload")?),
             "--workers" => raw.workers = Some(list("--workers", &value("--workers")?)?),
@@ -241,6 +246,7 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Opts, String> {
         prune_every: raw.prune_every.unwrap_or(10.0),
         json: raw.json,
         cleanup: raw.cleanup,
+        priorities: raw.priorities,
         help: raw.help,
     };
     if opts.runs == 0 || opts.messages == 0 || opts.rate <= 0.0 || opts.seconds <= 0.0 {

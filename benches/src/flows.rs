@@ -295,10 +295,22 @@ fn create_dag_flow(c: &mut Client, slug: &str) -> Result<(), String> {
     )
 }
 
-/// Starts `runs` runs, one start_flow call per transaction. Returns the total time.
-fn start_runs(c: &mut Client, slug: &str, runs: usize, first: usize) -> Result<Duration, String> {
+/// Starts `runs` runs, one start_flow call per transaction (with `priorities`, start_run with
+/// priorities 0 to 3 in turn). Returns the total time.
+fn start_runs(
+    c: &mut Client,
+    slug: &str,
+    runs: usize,
+    first: usize,
+    priorities: bool,
+) -> Result<Duration, String> {
     let stmt = c
-        .prepare("SELECT run_id FROM pgflow.start_flow(flow_slug => $1, input => $2::jsonb)")
+        .prepare(if priorities {
+            "SELECT run_id FROM pgflow.start_run(flow_slug => $1, input => $2::jsonb,
+                                                 priority => (($2::jsonb ->> 'n')::int % 4))"
+        } else {
+            "SELECT run_id FROM pgflow.start_flow(flow_slug => $1, input => $2::jsonb)"
+        })
         .map_err(pg)?;
     let t = Instant::now();
     for i in first..first + runs {
@@ -341,7 +353,7 @@ pub fn dag(ctx: &mut Ctx, runs: usize, workers: usize) -> Result<(), String> {
         tasks_per_run: 4,
     });
 
-    let start_time = start_runs(&mut c, &slug, runs, 0)?.as_secs_f64();
+    let start_time = start_runs(&mut c, &slug, runs, 0, ctx.opts.priorities)?.as_secs_f64();
     analyze(&mut c, &slug)?;
     let r = Round::new(ctx, &slug, 10, 100, "d", runs as u64);
     let (t0, (), calls) = run_workers(&ctx.opts.dsn, &r, workers, |_| Ok(()))?;
@@ -363,7 +375,14 @@ pub fn dag(ctx: &mut Ctx, runs: usize, workers: usize) -> Result<(), String> {
     ctx.emit("dag", &kv);
     ctx.outcomes.push(Outcome {
         workload: "dag".into(),
-        params: format!("runs={runs} W={workers}"),
+        params: format!(
+            "runs={runs} W={workers}{}",
+            if ctx.opts.priorities {
+                " priorities"
+            } else {
+                ""
+            }
+        ),
         figure: format!(
             "{} tasks/s ({} runs/s; start_flow {}/s)",
             fmt_num(tasks_per_s),
@@ -617,7 +636,7 @@ pub fn soak(ctx: &mut Ctx, total_tasks: u64, runs: usize, workers: usize) -> Res
         let result = (|| -> Result<(), String> {
             while done_tasks < total_tasks {
                 let i = rounds.len();
-                let start_time = start_runs(&mut c, &slug, runs, i * runs)?.as_secs_f64();
+                let start_time = start_runs(&mut c, &slug, runs, i * runs, false)?.as_secs_f64();
                 let mut r = Round::new(ctx, &slug, 10, 100, "d", runs as u64);
                 // Pruning only lowers this count, so the workers' check never ends a round early.
                 r.base_completed = c

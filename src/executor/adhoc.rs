@@ -68,7 +68,13 @@ fn push(statements: Vec<String>) -> Vec<pgrx::Uuid> {
                         .run(client, &[statement.as_str().into()])
                         .next()
                         .and_then(|row| crate::statement::named::<Jsonb>(&row, "input"));
-                    crate::run::start_flow::start_flow(client, Some(FLOW), input, Some(run_id))
+                    crate::run::start_flow::start_flow(
+                        client,
+                        Some(FLOW),
+                        input,
+                        Some(run_id),
+                        None,
+                    )
                 })
                 .collect()
         })

@@ -1,6 +1,6 @@
-//! Whether any step has a handler and whether any pool exists, known to each backend without a
-//! query on the hot path: the engine's statements for flows that use neither (the common case)
-//! stay as they were before handlers and pools existed.
+//! Whether any step has a handler, whether any pool exists and whether any run has a priority,
+//! known to each backend without a query on the hot path: the engine's statements for flows that
+//! use none of them (the common case) stay as they were before these existed.
 //!
 //! Each backend keeps the answer with the shared generation it was read under
 //! (`queue::wake::generation`); a transaction that changes handlers or pools moves the
@@ -21,6 +21,8 @@ use crate::statement::{Statement, first, named};
 pub(crate) struct Features {
     pub handlers: bool,
     pub pools: bool,
+    /// Some kept run has a priority other than 0: flow queues are read in priority order.
+    pub priorities: bool,
 }
 
 thread_local! {
@@ -29,7 +31,8 @@ thread_local! {
 
 static READ: Statement = Statement::new(
     "SELECT EXISTS (SELECT 1 FROM pgflow._step_handlers) AS handlers,
-            EXISTS (SELECT 1 FROM pgflow._pools) AS pools",
+            EXISTS (SELECT 1 FROM pgflow._pools) AS pools,
+            EXISTS (SELECT 1 FROM pgflow._run_options WHERE priority <> 0) AS priorities",
     &[],
 );
 
@@ -53,6 +56,10 @@ pub(crate) fn features(client: &mut SpiClient<'_>) -> Features {
             .as_ref()
             .and_then(|r| named::<bool>(r, "pools"))
             .unwrap_or(true),
+        priorities: row
+            .as_ref()
+            .and_then(|r| named::<bool>(r, "priorities"))
+            .unwrap_or(true),
     };
     if let Some(g) = generation {
         CACHED.set(Some((g, now)));
@@ -63,8 +70,8 @@ pub(crate) fn features(client: &mut SpiClient<'_>) -> Features {
 static PENDING: AtomicBool = AtomicBool::new(false);
 static CALLBACK: AtomicBool = AtomicBool::new(false);
 
-/// Called by every change of handlers or pools: the generation moves on when the transaction
-/// commits.
+/// Called by every change of handlers or pools, and by the first run with a priority: the
+/// generation moves on when the transaction commits.
 pub(crate) fn changed() {
     PENDING.store(true, Ordering::Relaxed);
     if !CALLBACK.swap(true, Ordering::Relaxed) {

@@ -30,7 +30,7 @@ pub mod worker;
 
 use pgrx::pg_sys;
 
-pub(crate) use handlers::record_owner;
+pub(crate) use handlers::{record_owner, required};
 
 /// Runs `body` as `role`, as a SECURITY DEFINER function runs as its owner: SET ROLE and
 /// SET SESSION AUTHORIZATION are refused meanwhile. An error restores the caller's identity

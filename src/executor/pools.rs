@@ -249,6 +249,45 @@ static UNASSIGN: Statement = Statement::new(
     &[TEXTOID, TEXTOID],
 );
 
+/// Refuses unless flow `flow` (and its step `step`, when given) exists and the current user may
+/// act as its owner; `what` ends the message ("must be the owner of flow \"f\" to ...").
+pub(crate) fn check_flow_owner(
+    client: &mut SpiClient<'_>,
+    flow: &str,
+    step: Option<&str>,
+    what: &str,
+) {
+    let found = as_role(extension_owner(), || {
+        first(FLOW_OWNER.run(client, &[flow.into(), step.into()])).map(|row| {
+            (
+                named::<bool>(&row, "step_exists").unwrap_or(false),
+                named::<pgrx::pg_sys::Oid>(&row, "owner"),
+            )
+        })
+    });
+    let Some((step_exists, owner)) = found else {
+        crate::error::error(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("flow \"{flow}\" does not exist"),
+        );
+    };
+    if !step_exists {
+        crate::error::error(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!(
+                "step \"{}\" of flow \"{flow}\" does not exist",
+                step.unwrap_or_default()
+            ),
+        );
+    }
+    if !may_act_as(owner) {
+        crate::error::error(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("must be the owner of flow \"{flow}\" to {what}"),
+        );
+    }
+}
+
 fn may_act_as(owner: Option<pgrx::pg_sys::Oid>) -> bool {
     unsafe {
         pgrx::pg_sys::superuser()
@@ -335,35 +374,7 @@ mod pgflow {
     ) {
         let flow = super::super::handlers::required(flow_slug, "flow_slug");
         Spi::connect_mut(|client| {
-            let found = as_role(extension_owner(), || {
-                first(FLOW_OWNER.run(client, &[flow.into(), step_slug.into()])).map(|row| {
-                    (
-                        named::<bool>(&row, "step_exists").unwrap_or(false),
-                        named::<pgrx::pg_sys::Oid>(&row, "owner"),
-                    )
-                })
-            });
-            let Some((step_exists, owner)) = found else {
-                crate::error::error(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                    format!("flow \"{flow}\" does not exist"),
-                );
-            };
-            if !step_exists {
-                crate::error::error(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                    format!(
-                        "step \"{}\" of flow \"{flow}\" does not exist",
-                        step_slug.unwrap_or_default()
-                    ),
-                );
-            }
-            if !may_act_as(owner) {
-                crate::error::error(
-                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                    format!("must be the owner of flow \"{flow}\" to change its pools"),
-                );
-            }
+            check_flow_owner(client, flow, step_slug, "change its pools");
             if let Some(pool) = pool_name {
                 let exists = as_role(extension_owner(), || {
                     first(POOL_OWNER.run(client, &[pool.into()])).is_some()

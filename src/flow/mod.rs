@@ -9,6 +9,8 @@ use crate::error::raise;
 use crate::memory::{caller_context, copy_to};
 use crate::statement::{Statement, first, only};
 
+mod set_flow_priority;
+
 static INSERT_FLOW: Statement = Statement::new(
     "INSERT INTO pgflow.flows (flow_slug, opt_max_attempts, opt_base_delay, opt_timeout)
      VALUES ($1, coalesce($2, 3), coalesce($3, 5), coalesce($4, 60))
@@ -21,6 +23,9 @@ static ENSURE_QUEUE: Statement = Statement::new(
      WHERE NOT EXISTS (SELECT 1 FROM pgmq.list_queues() q WHERE q.queue_name = $1)",
     &[TEXTOID],
 );
+
+static PRIORITIZE_QUEUE: Statement =
+    Statement::new("SELECT pgflow._prioritize_queue($1)", &[TEXTOID]);
 
 // Serialises creations of flows whose slugs differ only in case (the lock pgmq.create takes,
 // keyed on the queue table's stem).
@@ -115,6 +120,7 @@ mod pgflow {
                 ],
             );
             ENSURE_QUEUE.run(client, &[flow_slug.into()]);
+            PRIORITIZE_QUEUE.run(client, &[flow_slug.into()]);
             if let Some(slug) = flow_slug {
                 crate::executor::record_owner(client, slug);
             }

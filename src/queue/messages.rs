@@ -170,8 +170,83 @@ fn send_many(
 }
 
 static READ: TableStatement = TableStatement::new("read", &[INT4OID, INT4OID, JSONBOID]);
+static READ_BY_PRIORITY: TableStatement =
+    TableStatement::new("read_by_priority", &[INT4OID, INT4OID, JSONBOID, INT4OID]);
 
-/// Claims up to `qty` visible messages (lowest ids first, skipping locked rows).
+/// Rows that a read may claim (`$3`: pgmq's conditional read).
+const CONDITION: &str = "($3 IS NULL OR $3 OPERATOR(pg_catalog.=) '{}'::pg_catalog.jsonb
+                            OR message OPERATOR(pg_catalog.@>) $3)";
+
+/// pgmq's read: the lowest ids first.
+fn read_sql(table: &str) -> String {
+    format!(
+        "WITH claimed AS (
+             SELECT msg_id FROM {table}
+             WHERE vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() AND {CONDITION}
+             ORDER BY msg_id
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED)
+         {}",
+        claim_sql(table)
+    )
+}
+
+/// A flow queue's read once runs have priorities: messages visible for `$4` seconds or more
+/// first (oldest first: nothing starves), then the highest priority (header
+/// x-pgflow-priority, 0 without), lowest ids first within one priority. Served by the
+/// queue's priority index (`pgflow._prioritize_queue`); a queue without it is read as pgmq
+/// reads.
+fn read_by_priority_sql(table: &str, stem: &str) -> String {
+    let index = format!("q_{stem}_priority_idx");
+    let indexed = Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.to_regclass(pg_catalog.format('pgmq.%I', $1::text)) IS NOT NULL",
+        &[index.as_str().into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if !indexed {
+        return read_sql(table);
+    }
+    format!(
+        "WITH starving AS (
+             SELECT msg_id FROM {table}
+             WHERE vt OPERATOR(pg_catalog.<=)
+                   (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $4))
+               AND {CONDITION}
+             ORDER BY vt
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         ), ranked AS (
+             SELECT msg_id FROM {table}
+             WHERE vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() AND {CONDITION}
+               AND msg_id OPERATOR(pg_catalog.<>) ALL (ARRAY(SELECT msg_id FROM starving))
+             ORDER BY coalesce((headers OPERATOR(pg_catalog.->>) 'x-pgflow-priority')::pg_catalog.int4, 0) DESC,
+                      msg_id
+             LIMIT GREATEST($2 OPERATOR(pg_catalog.-) (SELECT pg_catalog.count(*) FROM starving)::pg_catalog.int4, 0)
+             FOR UPDATE SKIP LOCKED
+         ), claimed AS (
+             SELECT msg_id FROM starving UNION ALL SELECT msg_id FROM ranked)
+         {}",
+        claim_sql(table)
+    )
+}
+
+/// Makes the `claimed` rows invisible for `$1` seconds and returns them.
+fn claim_sql(table: &str) -> String {
+    format!(
+        "UPDATE {table} m
+         SET vt = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $1),
+             read_ct = m.read_ct OPERATOR(pg_catalog.+) 1,
+             last_read_at = pg_catalog.clock_timestamp()
+         FROM claimed
+         WHERE m.msg_id OPERATOR(pg_catalog.=) claimed.msg_id
+         RETURNING {RECORD}"
+    )
+}
+
+/// Claims up to `qty` visible messages (lowest ids first, skipping locked rows; a flow's queue
+/// in priority order once runs have priorities).
 pub fn read_messages(
     client: &mut SpiClient<'_>,
     queue: &QueueName,
@@ -181,32 +256,24 @@ pub fn read_messages(
     outer: pgrx::pg_sys::MemoryContext,
 ) -> Vec<MessageRecord> {
     let table = queue.queue_table();
-    READ.run(
-        client,
-        queue.stem(),
-        || {
-            format!(
-                "WITH claimed AS (
-                     SELECT msg_id FROM {table}
-                     WHERE vt OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
-                       AND ($3 IS NULL OR $3 OPERATOR(pg_catalog.=) '{{}}'::pg_catalog.jsonb
-                            OR message OPERATOR(pg_catalog.@>) $3)
-                     ORDER BY msg_id
-                     LIMIT $2
-                     FOR UPDATE SKIP LOCKED)
-                 UPDATE {table} m
-                 SET vt = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $1),
-                     read_ct = m.read_ct OPERATOR(pg_catalog.+) 1,
-                     last_read_at = pg_catalog.clock_timestamp()
-                 FROM claimed
-                 WHERE m.msg_id OPERATOR(pg_catalog.=) claimed.msg_id
-                 RETURNING {RECORD}"
-            )
-        },
-        &[vt.into(), qty.into(), conditional.into()],
-    )
-    .filter_map(|row| only::<RawDatum>(&row).map(|d| MessageRecord(copy_to(outer, d.0))))
-    .collect()
+    let rows = if crate::executor::features::features(client).priorities {
+        let max_wait = crate::guc::PRIORITY_MAX_WAIT.get();
+        READ_BY_PRIORITY.run(
+            client,
+            queue.stem(),
+            || read_by_priority_sql(&table, queue.stem()),
+            &[vt.into(), qty.into(), conditional.into(), max_wait.into()],
+        )
+    } else {
+        READ.run(
+            client,
+            queue.stem(),
+            || read_sql(&table),
+            &[vt.into(), qty.into(), conditional.into()],
+        )
+    };
+    rows.filter_map(|row| only::<RawDatum>(&row).map(|d| MessageRecord(copy_to(outer, d.0))))
+        .collect()
 }
 
 /// One attempt of a polling read, in a subtransaction that is rolled back when it claimed

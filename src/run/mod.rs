@@ -2,6 +2,7 @@
 //!
 //! SQL functions:
 //! - `start_flow`: a run starts with its step states
+//! - `start_run`: start_flow with a priority and an idempotency key
 //! - `start_ready_steps`: ready steps start and their tasks are enqueued
 //! - `start_tasks`: queued tasks are claimed and their inputs built
 //! - `complete_task`: a task completes (single steps, map steps, sharded map steps)
@@ -55,6 +56,7 @@ mod rows;
 mod run_status;
 pub(crate) mod start_flow;
 mod start_ready_steps;
+mod start_run;
 pub(crate) mod start_tasks;
 mod step_failed;
 mod taskless_steps;

@@ -18,9 +18,18 @@ static FLOW_CHECK: Statement = Statement::new(
             jsonb_typeof($2) AS input_type,
             coalesce(bool_or(s.step_type = 'map'), false) AS has_maps,
             coalesce(bool_or(s.required_input_pattern IS NOT NULL OR s.forbidden_input_pattern IS NOT NULL), false)
-              AS has_conditions
+              AS has_conditions,
+            coalesce($3, (SELECT o.priority FROM pgflow._flow_options o WHERE o.flow_slug = $1), 0) AS priority
      FROM pgflow.steps s WHERE s.flow_slug = $1",
-    &[TEXTOID, JSONBOID],
+    &[TEXTOID, JSONBOID, INT4OID],
+);
+
+// A run's priority, before its steps start (their messages carry it). A run started with an
+// idempotency key has its row already.
+static SET_PRIORITY: Statement = Statement::new(
+    "INSERT INTO pgflow._run_options (run_id, flow_slug, priority) VALUES ($1, $2, $3)
+     ON CONFLICT (run_id) DO UPDATE SET priority = EXCLUDED.priority",
+    &[UUIDOID, TEXTOID, INT4OID],
 );
 
 static INSERT_RUN: Statement = Statement::new(
@@ -44,13 +53,16 @@ static INSERT_RUN: Statement = Statement::new(
     &[TEXTOID, JSONBOID, UUIDOID, INT4OID],
 );
 
+/// Starts a run; `priority` None takes the flow's default priority.
 pub(crate) fn start_flow(
     client: &mut SpiClient<'_>,
     flow_slug: Option<&str>,
     input: Option<Jsonb>,
     run_id: Option<pgrx::Uuid>,
+    priority: Option<i32>,
 ) -> Option<pgrx::Uuid> {
-    let check = first(FLOW_CHECK.run(client, &[flow_slug.into(), input.into()]))?;
+    let check = first(FLOW_CHECK.run(client, &[flow_slug.into(), input.into(), priority.into()]))?;
+    let priority: i32 = named(&check, "priority").unwrap_or(0);
     let has_root_map: bool = named(&check, "has_root_map").unwrap_or(false);
     let has_maps: bool = named(&check, "has_maps").unwrap_or(false);
     let has_conditions: bool = named(&check, "has_conditions").unwrap_or(false);
@@ -82,6 +94,12 @@ pub(crate) fn start_flow(
         emit_row(&row);
     }
     let run_id = run_id?;
+    if priority != 0 {
+        SET_PRIORITY.run(client, &[run_id.into(), flow_slug.into(), priority.into()]);
+        if !crate::executor::features::features(client).priorities {
+            crate::executor::features::changed();
+        }
+    }
 
     // Conditions exist only on steps with patterns, taskless steps only among maps: a flow
     // without them skips those cascades (they would find nothing).
@@ -111,7 +129,7 @@ mod pgflow {
     ) -> SetOfIterator<'static, RunRow> {
         let outer = caller_context();
         let row = Spi::connect_mut(|client| {
-            let run_id = super::start_flow(client, flow_slug, input, run_id)?;
+            let run_id = super::start_flow(client, flow_slug, input, run_id, None)?;
             crate::run::rows::run_row(client, outer, run_id)
         });
         SetOfIterator::new(row)

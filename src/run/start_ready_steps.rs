@@ -12,14 +12,33 @@ use crate::statement::{Statement, TableStatement, first, named};
 /// (see `pgflow._insert_map_tasks`): for a map over 10,000 elements they are most of start_flow.
 const BULK_TASKS: i32 = 1000;
 
+/// The headers of run `$run`'s messages: its priority, if it has one (see
+/// `queue::messages::read_by_priority_sql`); NULL for most runs.
+macro_rules! priority_headers_sql {
+    ($run:literal) => {
+        concat!(
+            "(SELECT jsonb_build_object('x-pgflow-priority', ro.priority) FROM pgflow._run_options ro
+              WHERE ro.run_id = ",
+            $run,
+            " AND ro.priority <> 0)"
+        )
+    };
+}
+
 // The messages of a big step, returned as an array of ids in task_index order.
 static SEND_TASK_MESSAGES: Statement = Statement::new(
-    "SELECT array_agg(m.msg_id ORDER BY m.ord) AS ids
-     FROM pgmq.send_batch(
+    concat!(
+        "SELECT array_agg(m.msg_id ORDER BY m.ord) AS ids
+     FROM (SELECT ",
+        priority_headers_sql!("$2"),
+        " AS headers) h,
+          pgmq.send_batch(
             $1,
             ARRAY(SELECT jsonb_build_object('flow_slug', $1, 'run_id', $2, 'step_slug', $3, 'task_index', i)
                   FROM generate_series(0, $4 - 1) AS i ORDER BY i),
-            $5) WITH ORDINALITY AS m(msg_id, ord)",
+            CASE WHEN h.headers IS NOT NULL THEN array_fill(h.headers, ARRAY[$4]) END,
+            $5) WITH ORDINALITY AS m(msg_id, ord)"
+    ),
     &[TEXTOID, UUIDOID, TEXTOID, INT4OID, INT4OID],
 );
 
@@ -167,13 +186,14 @@ fn start_and_enqueue_sql(queue_table: &str, handlers: bool) -> String {
                     clock_timestamp() + make_interval(secs => coalesce(s.opt_start_delay, 0)) AS vt,
                     st.initial_tasks >= $2 AS bulk,
                     {shard_count} AS shards,
-                    {local} AS local
+                    {local} AS local,
+                    {headers} AS headers
              FROM started st
              JOIN pgflow.steps s ON s.flow_slug = st.flow_slug AND s.step_slug = st.step_slug
          ), msgs AS (
-             INSERT INTO {queue_table} (vt, message)
+             INSERT INTO {queue_table} (vt, message, headers)
              SELECT p.vt, jsonb_build_object('flow_slug', p.flow_slug, 'run_id', p.run_id,
-                                             'step_slug', p.step_slug, 'task_index', i)
+                                             'step_slug', p.step_slug, 'task_index', i), p.headers
              FROM plan p, generate_series(0, p.initial_tasks - 1) AS i
              WHERE NOT p.bulk AND NOT p.local
              ORDER BY p.step_slug, i
@@ -191,6 +211,7 @@ fn start_and_enqueue_sql(queue_table: &str, handlers: bool) -> String {
         started = crate::status!("started"),
         created = crate::status!("created"),
         not_paused = crate::not_paused_sql!("$1"),
+        headers = priority_headers_sql!("$1"),
         // Without any handler (`executor::features`) no step is local, and the statement
         // does not read the handlers' table.
         local = if handlers {

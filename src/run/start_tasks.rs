@@ -90,7 +90,8 @@ static CLAIM_POOLED_TASKS: Statement = Statement::new(
     &[TEXTOID, INT8ARRAYOID, UUIDOID],
 );
 
-// The queued tasks of steps in a pool behind messages, with their pool.
+// The queued tasks of steps in a pool behind messages, with their pool, in the order they get
+// the pools' free slots: higher priorities first.
 static POOLED_CANDIDATES: Statement = Statement::new(
     concat!(
         "SELECT c.message_id, ",
@@ -101,7 +102,8 @@ static POOLED_CANDIDATES: Statement = Statement::new(
            AND NOT ",
         crate::no_pools_sql!(),
         "
-         ORDER BY c.message_id"
+         ORDER BY coalesce((SELECT ro.priority FROM pgflow._run_options ro WHERE ro.run_id = c.run_id), 0) DESC,
+                  c.message_id"
     ),
     &[TEXTOID, INT8ARRAYOID],
 );
