@@ -1,20 +1,25 @@
--- Run control (src/control): runs that were cancelled or are paused. The contract's runs table
--- keeps its three statuses: a cancelled run is 'failed' there, a paused one 'started'.
+-- Run control (src/run): runs that were cancelled, are paused, or wait for a slot of their
+-- flow's concurrency limit. The contract's runs table keeps its three statuses: a cancelled run
+-- is 'failed' there, a paused or waiting one 'started'.
 CREATE TABLE pgflow._run_control (
     run_id     uuid        NOT NULL,
     state      text        NOT NULL,
     changed_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT _run_control_pkey PRIMARY KEY (run_id),
-    CONSTRAINT _run_control_state_check CHECK (state IN ('cancelled', 'paused'))
+    CONSTRAINT _run_control_state_check CHECK (state IN ('cancelled', 'paused', 'waiting'))
 );
 
 SELECT pg_catalog.pg_extension_config_dump('pgflow._run_control', '');
 
--- A flow's run options: the priority its runs get unless started with their own.
+-- A flow's run options: the priority its runs get unless started with their own, and how many
+-- of its runs may be active at once (NULL: any number). Starts and ends of runs of a flow with
+-- a limit lock its row (src/run/flow_concurrency.rs).
 CREATE TABLE pgflow._flow_options (
-    flow_slug text    NOT NULL,
-    priority  integer NOT NULL DEFAULT 0,
+    flow_slug       text    NOT NULL,
+    priority        integer NOT NULL DEFAULT 0,
+    max_active_runs integer,
     CONSTRAINT _flow_options_pkey PRIMARY KEY (flow_slug),
+    CONSTRAINT _flow_options_max_active_runs_check CHECK (max_active_runs > 0),
     CONSTRAINT _flow_options_flow_slug_fkey FOREIGN KEY (flow_slug)
         REFERENCES pgflow.flows (flow_slug) ON DELETE CASCADE
 );
@@ -31,6 +36,9 @@ CREATE TABLE pgflow._run_options (
 );
 -- Whether any run has a priority (`executor::features`).
 CREATE INDEX _run_options_prioritized ON pgflow._run_options (run_id) WHERE priority <> 0;
+
+-- Waiting runs, in the order they were started.
+CREATE INDEX _run_control_waiting ON pgflow._run_control (changed_at) WHERE state = 'waiting';
 
 SELECT pg_catalog.pg_extension_config_dump('pgflow._flow_options', '');
 SELECT pg_catalog.pg_extension_config_dump('pgflow._run_options', '');

@@ -321,6 +321,24 @@ run_done "$run" 60
 check "after resume_run the map completes, each of its 300 effects once" "completed|300|300" \
   "$(sql "SELECT (SELECT status FROM pgflow.runs WHERE run_id = '$run') || '|' || count(*) || '|' || count(DISTINCT task) FROM pause_effects")"
 
+# 18. Flow concurrency on the executors: a SQL flow limited to 2 active runs, 12 runs of a
+# 0.2-second task on 4 executors. The executors end runs in transactions of several tasks and
+# start waiting runs at their end: every run completes, and no more than 2 handlers ever ran at
+# the same moment.
+sql "CREATE TABLE conc_effects (s timestamptz, e timestamptz);
+     CREATE FUNCTION conc_task() RETURNS void LANGUAGE plpgsql AS \$\$
+     DECLARE s timestamptz := clock_timestamp();
+     BEGIN PERFORM pg_sleep(0.2); INSERT INTO conc_effects VALUES (s, clock_timestamp()); END \$\$;
+     SELECT pgflow.create_flow('limited'); SELECT pgflow.add_step('limited', 'work');
+     SELECT pgflow.set_sql_handler('limited', 'work', 'SELECT conc_task()');
+     SELECT pgflow.set_flow_concurrency('limited', 2);
+     SELECT count(*) FROM generate_series(1, 12) g, pgflow.start_flow('limited', jsonb_build_object('n', g))" >/dev/null
+wait_for 60 "(SELECT count(*) = 12 FROM pgflow.runs WHERE flow_slug = 'limited' AND status = 'completed')"
+check "all 12 runs of the limited flow complete" 12 \
+  "$(sql "SELECT count(*) FROM pgflow.runs WHERE flow_slug = 'limited' AND status = 'completed'")"
+check "at most, and at least, 2 of their handlers ran at the same moment" 2 \
+  "$(sql "SELECT max((SELECT count(*) FROM conc_effects o WHERE o.s <= x.s AND o.e > x.s)) FROM conc_effects x")"
+
 # 16. The demo's pure-SQL workflow (scripts/demo.sh runs it) completes on the executors.
 check "examples/demo_sql_workflow.sql runs and checks its own result" "demo_sql_workflow: OK" \
   "$("${psql_base[@]}" -d "$DB" -f examples/demo_sql_workflow.sql 2>&1 | tail -1)"

@@ -1,4 +1,5 @@
-//! Whether any step has a handler, whether any pool exists and whether any run has a priority,
+//! Whether any step has a handler, whether any pool exists, whether any run has a priority and
+//! whether any flow limits its active runs,
 //! known to each backend without a query on the hot path: the engine's statements for flows that
 //! use none of them (the common case) stay as they were before these existed.
 //!
@@ -23,6 +24,8 @@ pub(crate) struct Features {
     pub pools: bool,
     /// Some kept run has a priority other than 0: flow queues are read in priority order.
     pub priorities: bool,
+    /// Some flow limits how many of its runs are active (`run::flow_concurrency`).
+    pub limits: bool,
 }
 
 thread_local! {
@@ -32,7 +35,8 @@ thread_local! {
 static READ: Statement = Statement::new(
     "SELECT EXISTS (SELECT 1 FROM pgflow._step_handlers) AS handlers,
             EXISTS (SELECT 1 FROM pgflow._pools) AS pools,
-            EXISTS (SELECT 1 FROM pgflow._run_options WHERE priority <> 0) AS priorities",
+            EXISTS (SELECT 1 FROM pgflow._run_options WHERE priority <> 0) AS priorities,
+            EXISTS (SELECT 1 FROM pgflow._flow_options WHERE max_active_runs IS NOT NULL) AS limits",
     &[],
 );
 
@@ -60,6 +64,10 @@ pub(crate) fn features(client: &mut SpiClient<'_>) -> Features {
             .as_ref()
             .and_then(|r| named::<bool>(r, "priorities"))
             .unwrap_or(true),
+        limits: row
+            .as_ref()
+            .and_then(|r| named::<bool>(r, "limits"))
+            .unwrap_or(true),
     };
     if let Some(g) = generation {
         CACHED.set(Some((g, now)));
@@ -70,7 +78,7 @@ pub(crate) fn features(client: &mut SpiClient<'_>) -> Features {
 static PENDING: AtomicBool = AtomicBool::new(false);
 static CALLBACK: AtomicBool = AtomicBool::new(false);
 
-/// Called by every change of handlers or pools, and by the first run with a priority: the
+/// Called by every change of handlers, pools or flow limits, and by the first run with a priority: the
 /// generation moves on when the transaction commits.
 pub(crate) fn changed() {
     PENDING.store(true, Ordering::Relaxed);

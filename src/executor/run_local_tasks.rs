@@ -23,42 +23,57 @@ use crate::transaction::in_subtransaction;
 pub(crate) fn run_local_tasks(max_tasks: i32, budget: Option<Duration>, report: bool) -> i32 {
     let began = Instant::now();
     let outer = crate::memory::caller_context();
+    // The runs its tasks end release their flows' waiting runs once all its tasks are done
+    // (see `flow_concurrency`).
     Spi::connect_mut(|client| {
-        let pool = super::pools::choose_pool(client)?;
-        let mut skip_singles = false;
-        let mut total = 0;
-        let mut from_run = None;
-        while total < max_tasks {
-            let Some(group) = super::pools::choose_group(client, pool.as_deref(), skip_singles)
-            else {
-                break;
-            };
-            let done = run_group(
-                client,
-                outer,
-                &group,
-                pool.as_deref(),
-                max_tasks - total,
-                budget,
-                began,
-                report,
-                &mut from_run,
-            );
-            total += done;
-            match (done, &group) {
-                // The oldest tasks of steps without shards were all taken by other executors:
-                // a lane may still be free.
-                (0, LocalGroup::Singles) => skip_singles = true,
-                (0, LocalGroup::Lane { .. }) => break,
-                // An executor serves one group per transaction; a session's call goes on with
-                // the next group (tasks its own completions queued, for one).
-                _ if budget.is_some() => break,
-                _ => skip_singles = false,
-            }
-        }
-        Some(total)
+        crate::run::flow_concurrency::deferring(client, |client| {
+            run_groups(client, outer, max_tasks, budget, began, report)
+        })
     })
     .unwrap_or(0)
+}
+
+/// The groups of one call of `run_local_tasks`.
+fn run_groups(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    outer: pg_sys::MemoryContext,
+    max_tasks: i32,
+    budget: Option<Duration>,
+    began: Instant,
+    report: bool,
+) -> Option<i32> {
+    let pool = super::pools::choose_pool(client)?;
+    let mut skip_singles = false;
+    let mut total = 0;
+    let mut from_run = None;
+    while total < max_tasks {
+        let Some(group) = super::pools::choose_group(client, pool.as_deref(), skip_singles) else {
+            break;
+        };
+        let done = run_group(
+            client,
+            outer,
+            &group,
+            pool.as_deref(),
+            max_tasks - total,
+            budget,
+            began,
+            report,
+            &mut from_run,
+        );
+        total += done;
+        match (done, &group) {
+            // The oldest tasks of steps without shards were all taken by other executors:
+            // a lane may still be free.
+            (0, LocalGroup::Singles) => skip_singles = true,
+            (0, LocalGroup::Lane { .. }) => break,
+            // An executor serves one group per transaction; a session's call goes on with
+            // the next group (tasks its own completions queued, for one).
+            _ if budget.is_some() => break,
+            _ => skip_singles = false,
+        }
+    }
+    Some(total)
 }
 
 /// Runs the tasks of one group, claimed a few at a time; returns how many. Tasks of steps

@@ -9,6 +9,7 @@ use crate::error::raise;
 use crate::memory::{caller_context, copy_to};
 use crate::statement::{Statement, first, only};
 
+mod set_flow_concurrency;
 mod set_flow_priority;
 
 static INSERT_FLOW: Statement = Statement::new(

@@ -68,6 +68,7 @@ pub(crate) fn cancel_run(
     }
     archive::run_messages(client, run_id);
     interrupt_executors(run_id);
+    super::flow_concurrency::run_ended(client, run_id);
     run_row(client, outer, run_id)
 }
 

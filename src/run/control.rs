@@ -1,4 +1,5 @@
-//! The run control table (`pgflow._run_control`): runs that were cancelled or are paused. The
+//! The run control table (`pgflow._run_control`): runs that were cancelled, are paused or wait
+//! for their flow's concurrency limit. The
 //! contract's runs table keeps its three statuses: a cancelled run is 'failed' there.
 
 use pgrx::pg_sys::UUIDOID;
@@ -7,15 +8,15 @@ use pgrx::spi::SpiClient;
 
 use crate::statement::{Statement, first};
 
-/// True unless run `$run` is paused: no task of a paused run is claimed and no step of it
-/// starts.
+/// True unless run `$run` is paused or waiting for its flow's concurrency limit: no task of
+/// such a run is claimed and no step of it starts.
 #[macro_export]
 macro_rules! not_paused_sql {
     ($run:literal) => {
         concat!(
             "NOT EXISTS (SELECT 1 FROM pgflow._run_control rc WHERE rc.run_id = ",
             $run,
-            " AND rc.state = 'paused')"
+            " AND rc.state IN ('paused', 'waiting'))"
         )
     };
 }

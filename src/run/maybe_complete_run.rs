@@ -29,7 +29,9 @@ static MAYBE_COMPLETE: Statement = Statement::new(
 
 /// Completes the run when no step remains.
 pub(crate) fn maybe_complete_run(client: &mut SpiClient<'_>, run_id: pgrx::Uuid) {
-    emit_events(MAYBE_COMPLETE.run(client, &[run_id.into()]));
+    if emit_events(MAYBE_COMPLETE.run(client, &[run_id.into()])) > 0 {
+        super::flow_concurrency::run_ended(client, run_id);
+    }
 }
 
 #[pg_schema]

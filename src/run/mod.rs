@@ -22,6 +22,7 @@
 //! - `dependents`: dependents of finished steps lose a dependency
 //! - `archive`: messages of a run, of steps or of a task are archived
 //! - `control`: the run control table (cancelled and paused runs)
+//! - `flow_concurrency`: runs over their flow's limit wait, and start when active ones end
 //!
 //! And what they all use:
 //! - `lock`: the lock order of every transition, and the step context read under it
@@ -48,6 +49,7 @@ pub(crate) mod complete_task;
 mod conditions;
 mod control;
 pub(crate) mod fail_task;
+pub(crate) mod flow_concurrency;
 mod force_skip;
 mod lock;
 mod maybe_complete_run;

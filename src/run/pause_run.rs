@@ -97,6 +97,14 @@ pub(crate) fn pause_run(
     run_id: pgrx::Uuid,
 ) -> Option<RunRow> {
     let run = lock_started(client, run_id, "paused");
+    if run.control.as_deref() == Some("waiting") {
+        error(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "run {run_id} is waiting for a slot of its flow's concurrency limit: it has nothing to pause"
+            ),
+        );
+    }
     if run.control.is_none() {
         PAUSE.run(client, &[run_id.into()]);
         let infinity = pgrx::datum::TimestampWithTimeZone::positive_infinity();

@@ -101,19 +101,55 @@ pub(crate) fn start_flow(
         }
     }
 
-    // Conditions exist only on steps with patterns, taskless steps only among maps: a flow
-    // without them skips those cascades (they would find nothing).
-    if has_conditions && !conditions::resolve_conditions(client, run_id) {
+    if super::flow_concurrency::must_wait(client, run_id, flow_slug.unwrap_or_default()) {
         return Some(run_id);
     }
-    if has_maps || has_conditions {
+    begin_run(
+        client,
+        run_id,
+        flow_slug.unwrap_or_default(),
+        Some(Shape {
+            has_conditions,
+            has_maps,
+            empty: step_count == 0,
+        }),
+    );
+    Some(run_id)
+}
+
+/// What a flow has that a run's beginning must look at.
+pub(crate) struct Shape {
+    pub has_conditions: bool,
+    pub has_maps: bool,
+    pub empty: bool,
+}
+
+/// The beginning of a run: its conditions are resolved, taskless steps complete, the ready steps
+/// start, and a run with nothing left to do completes. Without `shape` (a run that waited for
+/// its flow's concurrency limit), every part is looked at.
+pub(crate) fn begin_run(
+    client: &mut SpiClient<'_>,
+    run_id: pgrx::Uuid,
+    flow_slug: &str,
+    shape: Option<Shape>,
+) {
+    let shape = shape.unwrap_or(Shape {
+        has_conditions: true,
+        has_maps: true,
+        empty: true,
+    });
+    // Conditions exist only on steps with patterns, taskless steps only among maps: a flow
+    // without them skips those cascades (they would find nothing).
+    if shape.has_conditions && !conditions::resolve_conditions(client, run_id) {
+        return;
+    }
+    if shape.has_maps || shape.has_conditions {
         taskless_steps::complete_taskless_steps(client, run_id);
     }
-    start_ready_steps::start_ready_steps_of(client, run_id, flow_slug.unwrap_or_default());
-    if step_count == 0 || has_maps || has_conditions {
+    start_ready_steps::start_ready_steps_of(client, run_id, flow_slug);
+    if shape.empty || shape.has_maps || shape.has_conditions {
         maybe_complete_run::maybe_complete_run(client, run_id);
     }
-    Some(run_id)
 }
 
 #[pg_schema]

@@ -46,6 +46,7 @@ pub(crate) fn fail_step_and_run(
         &[run_id.into(), step_slug.into(), error_message.into()],
     ));
     archive::run_messages(client, run_id);
+    super::flow_concurrency::run_ended(client, run_id);
 }
 
 static STEP_SKIPPED_BY_FAILURE: Statement = Statement::new(
@@ -183,5 +184,6 @@ pub(crate) fn fail_on_type_violation(
         ],
     ));
     archive::task_message(client, run_id, step_slug, task_index);
+    super::flow_concurrency::run_ended(client, run_id);
     true
 }

@@ -145,3 +145,123 @@ fn workers_take_higher_priorities_first_and_fifo_within_one() {
         .get(0);
     assert_eq!(done, RUNS as i64);
 }
+
+/// A flow limited to 2 active runs, 40 runs started by two connections while eight workers
+/// complete tasks: a monitor never sees more than 2 active runs, nor tasks of more than 2 runs
+/// started, and every run completes (no run is left waiting while a slot is free). Each sample
+/// is one plain statement, one snapshot (run_status would read with snapshots of its own).
+#[test]
+fn flow_concurrency_limit_holds_under_eight_workers() {
+    const WORKERS: usize = 8;
+    const STARTERS: usize = 2;
+    const RUNS_EACH: usize = 20;
+    const LIMIT: i64 = 2;
+    let total = (STARTERS * RUNS_EACH) as i64;
+    let flow = unique_name("limit");
+    let mut admin = connect();
+    create_flow(&mut admin, &flow, 3, 0, 60);
+    add_step(&mut admin, &flow, "a", &[], "");
+    add_step(&mut admin, &flow, "b", &["a"], "");
+    admin
+        .execute(
+            "SELECT pgflow.set_flow_concurrency($1::text, $2::int)",
+            &[&flow, &(LIMIT as i32)],
+        )
+        .expect("set_flow_concurrency");
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let monitor = {
+        let (flow, done) = (flow.clone(), done.clone());
+        thread::spawn(move || {
+            let mut client = connect();
+            let mut samples = 0;
+            let mut most = (0i64, 0i64);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let row = client
+                    .query_one(
+                        "SELECT (SELECT count(*) FROM pgflow.runs r
+                                 WHERE r.flow_slug = $1::text AND r.status = 'started'
+                                   AND NOT EXISTS (SELECT 1 FROM pgflow._run_control c
+                                                   WHERE c.run_id = r.run_id AND c.state = 'waiting')),
+                                (SELECT count(DISTINCT t.run_id) FROM pgflow.step_tasks t
+                                 WHERE t.flow_slug = $1::text AND t.status = 'started')",
+                        &[&flow],
+                    )
+                    .expect("sample");
+                let (active, running): (i64, i64) = (row.get(0), row.get(1));
+                most = (most.0.max(active), most.1.max(running));
+                samples += 1;
+            }
+            (samples, most)
+        })
+    };
+    let starters: Vec<_> = (0..STARTERS)
+        .map(|s| {
+            let flow = flow.clone();
+            thread::spawn(move || {
+                let mut client = connect();
+                for n in 0..RUNS_EACH {
+                    start_flow(&mut client, &flow, &json!({ "s": s, "n": n }));
+                    thread::sleep(std::time::Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let flow = flow.clone();
+            thread::spawn(move || {
+                let mut client = connect();
+                let worker = register_worker(&mut client, &flow);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                while std::time::Instant::now() < deadline {
+                    let completed: i64 = client
+                        .query_one(
+                            "SELECT count(*) FROM pgflow.runs WHERE flow_slug = $1::text AND status = 'completed'",
+                            &[&flow],
+                        )
+                        .expect("count")
+                        .get(0);
+                    if completed == total {
+                        break;
+                    }
+                    let ids = poll_ids(&mut client, &flow, 30, 1, 1, 10);
+                    for task in start_tasks(&mut client, &flow, &ids, &worker).expect("start") {
+                        thread::sleep(std::time::Duration::from_millis(2));
+                        complete_task(&mut client, &task.run_id, &task.step_slug, task.task_index, &json!(1))
+                            .expect("complete");
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in starters {
+        h.join().expect("starter");
+    }
+    for h in workers {
+        h.join().expect("worker");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (samples, (active, running)) = monitor.join().expect("monitor");
+    let completed: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pgflow.runs WHERE flow_slug = $1::text AND status = 'completed'",
+            &[&flow],
+        )
+        .expect("count")
+        .get(0);
+    assert_eq!(completed, total, "every run completed");
+    assert!(
+        samples > 20,
+        "the monitor sampled the race ({samples} samples)"
+    );
+    assert!(
+        active <= LIMIT,
+        "at most {LIMIT} active runs at once, saw {active}"
+    );
+    assert!(
+        running <= LIMIT,
+        "tasks of at most {LIMIT} runs started at once, saw {running}"
+    );
+    assert_eq!(active, LIMIT, "the limit was reached: runs did wait");
+}

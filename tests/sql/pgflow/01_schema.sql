@@ -346,7 +346,7 @@ SELECT is_empty($$SELECT name FROM actual_functions
                     AND name NOT IN ('set_sql_handler', 'set_program_handler', 'remove_handler', 'run_local_tasks', 'push_sql',
                                      'push_sql_batch', 'create_pool', 'drop_pool', 'set_pool',
                                      'cancel_run', 'run_status', 'pause_run', 'resume_run', 'start_run',
-                                     'set_flow_priority')$$,
+                                     'set_flow_priority', 'set_flow_concurrency')$$,
                 'beyond the contract''s 31, schema pgflow holds only internal helpers (_name), prune_data_older_than (2.8) and the documented functions of steps run by the database and of run control');
 SELECT is((SELECT count(*)::int FROM actual_functions GROUP BY name ORDER BY 1 DESC LIMIT 1), 1,
           'no function name is overloaded');
