@@ -251,6 +251,8 @@ BEGIN
     DELETE FROM pgflow._adhoc_tasks WHERE run_id IN (SELECT run_id FROM pgflow.runs WHERE flow_slug = p_flow_slug);
     DELETE FROM pgflow._run_control WHERE run_id IN (SELECT run_id FROM pgflow.runs WHERE flow_slug = p_flow_slug);
     DELETE FROM pgflow._run_options WHERE flow_slug = p_flow_slug;
+    DELETE FROM pgflow._run_reruns WHERE run_id IN (SELECT run_id FROM pgflow.runs WHERE flow_slug = p_flow_slug);
+    DELETE FROM pgflow._task_history WHERE flow_slug = p_flow_slug;
     DELETE FROM pgflow.step_tasks WHERE flow_slug = p_flow_slug;
     DELETE FROM pgflow.step_states WHERE flow_slug = p_flow_slug;
     DELETE FROM pgflow.runs WHERE flow_slug = p_flow_slug;

@@ -42,3 +42,51 @@ CREATE INDEX _run_control_waiting ON pgflow._run_control (changed_at) WHERE stat
 
 SELECT pg_catalog.pg_extension_config_dump('pgflow._flow_options', '');
 SELECT pg_catalog.pg_extension_config_dump('pgflow._run_options', '');
+
+-- Reruns of runs (retry_run): each has a number, from 1, and the step it reran from, if any.
+CREATE TABLE pgflow._run_reruns (
+    run_id          uuid        NOT NULL,
+    rerun           integer     NOT NULL,
+    from_step       text,
+    previous_status text        NOT NULL,
+    rerun_at        timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT _run_reruns_pkey PRIMARY KEY (run_id, rerun)
+);
+
+-- The tasks that a rerun replaced, as they were then (pgflow.run_history).
+CREATE TABLE pgflow._task_history (
+    run_id         uuid        NOT NULL,
+    rerun          integer     NOT NULL,
+    step_slug      text        NOT NULL,
+    task_index     integer     NOT NULL,
+    flow_slug      text        NOT NULL,
+    status         text        NOT NULL,
+    attempts_count integer     NOT NULL,
+    error_message  text,
+    output         jsonb,
+    queued_at      timestamptz NOT NULL,
+    started_at     timestamptz,
+    completed_at   timestamptz,
+    failed_at      timestamptz,
+    CONSTRAINT _task_history_pkey PRIMARY KEY (run_id, rerun, step_slug, task_index)
+);
+
+SELECT pg_catalog.pg_extension_config_dump('pgflow._run_reruns', '');
+SELECT pg_catalog.pg_extension_config_dump('pgflow._task_history', '');
+
+-- Every attempt of a run's tasks: rerun N is a task as it was when rerun N replaced it (see
+-- retry_run), rerun NULL a task as it is now.
+CREATE FUNCTION pgflow.run_history(run_id uuid)
+RETURNS TABLE (rerun integer, step_slug text, task_index integer, status text, attempts_count integer,
+               error_message text, output jsonb, queued_at timestamptz, started_at timestamptz,
+               completed_at timestamptz, failed_at timestamptz)
+LANGUAGE sql STABLE SET search_path = '' AS $$
+    SELECT h.rerun, h.step_slug, h.task_index, h.status, h.attempts_count, h.error_message, h.output,
+           h.queued_at, h.started_at, h.completed_at, h.failed_at
+    FROM pgflow._task_history h WHERE h.run_id = run_history.run_id
+    UNION ALL
+    SELECT NULL, t.step_slug, t.task_index, t.status, t.attempts_count, t.error_message, t.output,
+           t.queued_at, t.started_at, t.completed_at, t.failed_at
+    FROM pgflow.step_tasks t WHERE t.run_id = run_history.run_id
+    ORDER BY 1 NULLS LAST, 2, 3
+$$;

@@ -38,7 +38,8 @@ CREATE TABLE pgflow._step_handlers (
 -- instead of a message in the flow's queue, so no external worker ever reads them. The executor
 -- that claims a task takes its row (a retry puts it back; pruning removes what is left). pool is
 -- the task's concurrency pool; lane, for a map step with shards, the task's shard (one
--- transaction serves one lane, so executors do not wait for each other's shard rows).
+-- transaction serves one lane, so executors do not wait for each other's shard rows); priority,
+-- the run's (once runs have priorities, executors take higher ones first).
 CREATE TABLE pgflow._local_tasks (
     run_id     uuid        NOT NULL,
     step_slug  text        NOT NULL,
@@ -47,6 +48,7 @@ CREATE TABLE pgflow._local_tasks (
     visible_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     pool       text,
     lane       integer,
+    priority   integer     NOT NULL DEFAULT 0,
     CONSTRAINT _local_tasks_pkey PRIMARY KEY (run_id, step_slug, task_index)
 );
 -- The executors' claims, each an ordered index scan stopped by its LIMIT: the oldest visible

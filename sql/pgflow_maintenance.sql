@@ -142,6 +142,8 @@ BEGIN
     DELETE FROM pgflow._adhoc_tasks WHERE run_id = ANY(old_runs);
     DELETE FROM pgflow._run_control WHERE run_id = ANY(old_runs);
     DELETE FROM pgflow._run_options WHERE run_id = ANY(old_runs);
+    DELETE FROM pgflow._run_reruns WHERE run_id = ANY(old_runs);
+    DELETE FROM pgflow._task_history WHERE run_id = ANY(old_runs);
     DELETE FROM pgflow.step_tasks WHERE run_id = ANY(old_runs);
     DELETE FROM pgflow.step_states WHERE run_id = ANY(old_runs);
     DELETE FROM pgflow.runs WHERE run_id = ANY(old_runs);

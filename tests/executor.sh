@@ -339,6 +339,20 @@ check "all 12 runs of the limited flow complete" 12 \
 check "at most, and at least, 2 of their handlers ran at the same moment" 2 \
   "$(sql "SELECT max((SELECT count(*) FROM conc_effects o WHERE o.s <= x.s AND o.e > x.s)) FROM conc_effects x")"
 
+# 19. Priorities on the executors: ten runs of a SQL flow in a pool of 1 (one task at a time
+# across the 4 executors), queued in one transaction, the last five with priority 5: the
+# executors run the five of priority 5 first, each priority in the order queued.
+sql "CREATE TABLE prio_effects (n int, at timestamptz);
+     SELECT pgflow.create_flow('prio'); SELECT pgflow.add_step('prio', 'work');
+     SELECT pgflow.set_sql_handler('prio', 'work',
+       \$\$INSERT INTO prio_effects VALUES ((\$2 ->> 'n')::int, clock_timestamp()); SELECT pg_sleep(0.05)\$\$);
+     SELECT pgflow.create_pool('one_at_a_time', 1); SELECT pgflow.set_pool('prio', 'one_at_a_time');
+     SELECT count(*) FROM generate_series(1, 10) g,
+            pgflow.start_run('prio', jsonb_build_object('n', g), CASE WHEN g > 5 THEN 5 ELSE 0 END)" >/dev/null
+wait_for 30 "(SELECT count(*) = 10 FROM prio_effects)"
+check "the executors run higher priorities first, FIFO within one" "6,7,8,9,10,1,2,3,4,5" \
+  "$(sql "SELECT string_agg(n::text, ',' ORDER BY at) FROM prio_effects")"
+
 # 16. The demo's pure-SQL workflow (scripts/demo.sh runs it) completes on the executors.
 check "examples/demo_sql_workflow.sql runs and checks its own result" "demo_sql_workflow: OK" \
   "$("${psql_base[@]}" -d "$DB" -f examples/demo_sql_workflow.sql 2>&1 | tail -1)"

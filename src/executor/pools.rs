@@ -79,12 +79,22 @@ static HOLD_SLOTS: Statement = Statement::new(
 
 // The oldest visible local task's pool, skipping pools found full ($1); `limited` says whether
 // the pool exists (a dropped pool limits nothing).
-static NEXT_POOL: Statement = Statement::new(
-    "SELECT q.pool, EXISTS (SELECT 1 FROM pgflow._pools p WHERE p.pool_name = q.pool) AS limited
-     FROM pgflow._local_tasks q
-     WHERE q.visible_at <= clock_timestamp() AND (q.pool IS NULL OR NOT q.pool = ANY($1))
-     ORDER BY q.visible_at LIMIT 1
-     FOR UPDATE SKIP LOCKED",
+macro_rules! next_pool_sql {
+    ($order:expr) => {
+        concat!(
+            "SELECT q.pool, EXISTS (SELECT 1 FROM pgflow._pools p WHERE p.pool_name = q.pool) AS limited
+             FROM pgflow._local_tasks q
+             WHERE q.visible_at <= clock_timestamp() AND (q.pool IS NULL OR NOT q.pool = ANY($1))
+             ORDER BY ", $order, " LIMIT 1
+             FOR UPDATE SKIP LOCKED"
+        )
+    };
+}
+static NEXT_POOL: Statement = Statement::new(next_pool_sql!("q.visible_at"), &[TEXTARRAYOID]);
+// Once runs have priorities (`features`): the pool of the task that goes first (see
+// `local_priority_order_sql`).
+static NEXT_POOL_BY_PRIORITY: Statement = Statement::new(
+    next_pool_sql!(crate::local_priority_order_sql!("q.")),
     &[TEXTARRAYOID],
 );
 
@@ -93,21 +103,40 @@ static NEXT_POOL: Statement = Statement::new(
 // advisory lock until the end of the transaction) it gets. The lock is tried on the candidate
 // groups in order, one at a time, until one is taken (the function is volatile, so the outer
 // condition is not pushed below the sort).
+macro_rules! next_group_sql {
+    ($starving:expr, $order:expr, $group_order:literal) => {
+        concat!(
+            "WITH candidates AS MATERIALIZED (
+                 SELECT q.run_id, q.step_slug, q.lane, min(q.visible_at) AS first_at,
+                        max(q.priority) AS priority, bool_or(q.starving) AS starving
+                 FROM (SELECT run_id, step_slug, lane, visible_at, priority, ", $starving, " AS starving
+                       FROM pgflow._local_tasks
+                       WHERE coalesce(pool, '') = coalesce($1, '') AND visible_at <= clock_timestamp()
+                         AND NOT ($2 AND lane IS NULL)
+                       ORDER BY ", $order, " LIMIT 256) q
+                 GROUP BY q.run_id, q.step_slug, q.lane
+             )
+             SELECT c.run_id, c.step_slug, c.lane
+             FROM (SELECT * FROM candidates ORDER BY ", $group_order, " OFFSET 0) c
+             WHERE c.lane IS NULL
+                OR pg_catalog.pg_try_advisory_xact_lock(
+                       pg_catalog.hashtext('pgflow lane ' || c.run_id::text || '/' || c.step_slug), c.lane)
+             LIMIT 1"
+        )
+    };
+}
 static NEXT_GROUP: Statement = Statement::new(
-    "WITH candidates AS MATERIALIZED (
-         SELECT q.run_id, q.step_slug, q.lane, min(q.visible_at) AS first_at
-         FROM (SELECT run_id, step_slug, lane, visible_at FROM pgflow._local_tasks
-               WHERE coalesce(pool, '') = coalesce($1, '') AND visible_at <= clock_timestamp()
-                 AND NOT ($2 AND lane IS NULL)
-               ORDER BY coalesce(pool, ''), visible_at LIMIT 256) q
-         GROUP BY q.run_id, q.step_slug, q.lane
-     )
-     SELECT c.run_id, c.step_slug, c.lane
-     FROM (SELECT * FROM candidates ORDER BY first_at OFFSET 0) c
-     WHERE c.lane IS NULL
-        OR pg_catalog.pg_try_advisory_xact_lock(
-               pg_catalog.hashtext('pgflow lane ' || c.run_id::text || '/' || c.step_slug), c.lane)
-     LIMIT 1",
+    next_group_sql!("false", "coalesce(pool, ''), visible_at", "first_at"),
+    &[TEXTOID, BOOLOID],
+);
+// Once runs have priorities: among the 256 visible tasks that go first (see
+// `local_priority_order_sql`).
+static NEXT_GROUP_BY_PRIORITY: Statement = Statement::new(
+    next_group_sql!(
+        crate::starving_sql!(""),
+        crate::local_priority_order_sql!(""),
+        "starving DESC, priority DESC, first_at"
+    ),
     &[TEXTOID, BOOLOID],
 );
 
@@ -118,7 +147,12 @@ pub(crate) fn choose_group(
     pool: Option<&str>,
     skip_singles: bool,
 ) -> Option<LocalGroup> {
-    let row = first(NEXT_GROUP.run_by_index(client, &[pool.into(), skip_singles.into()]))?;
+    let next = if super::features::features(client).priorities {
+        &NEXT_GROUP_BY_PRIORITY
+    } else {
+        &NEXT_GROUP
+    };
+    let row = first(next.run_by_index(client, &[pool.into(), skip_singles.into()]))?;
     Some(match named::<i32>(&row, "lane") {
         Some(lane) => LocalGroup::Lane {
             run_id: named(&row, "run_id")?,
@@ -167,7 +201,12 @@ pub(crate) fn hold_slots(
 pub(crate) fn choose_pool(client: &mut SpiClient<'_>) -> Option<Option<String>> {
     let mut full: Vec<String> = Vec::new();
     while full.len() < MAX_POOLS_TRIED {
-        let row = first(NEXT_POOL.run_by_index(client, &[full.clone().into()]))?;
+        let next = if super::features::features(client).priorities {
+            &NEXT_POOL_BY_PRIORITY
+        } else {
+            &NEXT_POOL
+        };
+        let row = first(next.run_by_index(client, &[full.clone().into()]))?;
         let pool: Option<String> = named(&row, "pool");
         let limited: bool = named(&row, "limited").unwrap_or(false);
         match pool {

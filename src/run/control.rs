@@ -21,6 +21,47 @@ macro_rules! not_paused_sql {
     };
 }
 
+/// Run `$run`'s priority (0 unless it has one).
+#[macro_export]
+macro_rules! run_priority_sql {
+    ($run:literal) => {
+        concat!(
+            "coalesce((SELECT ro.priority FROM pgflow._run_options ro WHERE ro.run_id = ",
+            $run,
+            "), 0)"
+        )
+    };
+}
+
+/// The order in which executors take tasks of `_local_tasks` (alias `$q`) once runs have
+/// priorities: tasks visible for `pgflow.priority_max_wait` or more first (nothing starves), then
+/// the highest priority, then the oldest.
+#[macro_export]
+macro_rules! local_priority_order_sql {
+    ($q:literal) => {
+        concat!(
+            $crate::starving_sql!($q),
+            " DESC, ",
+            $q,
+            "priority DESC, ",
+            $q,
+            "visible_at"
+        )
+    };
+}
+
+/// Whether a task of `_local_tasks` (alias `$q`) has been visible for `pgflow.priority_max_wait`.
+#[macro_export]
+macro_rules! starving_sql {
+    ($q:literal) => {
+        concat!(
+            "(",
+            $q,
+            "visible_at <= clock_timestamp() - current_setting('pgflow.priority_max_wait')::interval)"
+        )
+    };
+}
+
 static IS_CANCELLED: Statement = Statement::new(
     "SELECT 1 FROM pgflow._run_control WHERE run_id = $1 AND state = 'cancelled'",
     &[UUIDOID],

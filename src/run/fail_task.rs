@@ -65,12 +65,15 @@ static RETRY_DELAY: Statement = Statement::new(
      ), msg AS (
          SELECT pgmq.set_vt(t.flow_slug, t.message_id, t.delay) FROM t WHERE t.message_id IS NOT NULL
      ), local AS (
-         INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at, pool, lane)
+         INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at, pool, lane,
+                                          priority)
          SELECT $1, $2, $3, t.flow_slug, clock_timestamp() + make_interval(secs => t.delay), ",
     crate::pool_of_sql!("t.flow_slug", "$2"),
     ",
                 (SELECT $3 % nullif(count(*), 0)::int FROM pgflow._step_shards sh
-                 WHERE sh.run_id = $1 AND sh.step_slug = $2)
+                 WHERE sh.run_id = $1 AND sh.step_slug = $2), ",
+    crate::run_priority_sql!("$1"),
+    "
          FROM t WHERE t.message_id IS NULL
          ON CONFLICT (run_id, step_slug, task_index) DO UPDATE SET visible_at = EXCLUDED.visible_at
          RETURNING 1

@@ -13,7 +13,8 @@
 //! - `maybe_complete_run`: maybe_complete_run
 //! - `cancel_run`: a started run is cancelled
 //! - `pause_run`: pause_run and resume_run
-//! - `run_status`: a run's status, with cancelled and paused
+//! - `run_status`: a run's status, with cancelled, paused and waiting
+//! - `retry_run`: a failed run runs again, or a finished one from a step
 //!
 //! State changes shared by them:
 //! - `step_completed`: what follows a step's completion
@@ -54,6 +55,7 @@ mod force_skip;
 mod lock;
 mod maybe_complete_run;
 mod pause_run;
+mod retry_run;
 mod rows;
 mod run_status;
 pub(crate) mod start_flow;

@@ -117,9 +117,12 @@ fn insert_task_rows(
 
 static INSERT_LOCAL_ROWS: Statement = Statement::new(
     concat!(
-        "INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at, pool, lane)
+        "INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at, pool, lane,
+                                          priority)
          SELECT $2, $3, i, $1, clock_timestamp() + make_interval(secs => $5), pool.name,
-                CASE WHEN $6 > 0 THEN i % $6 END
+                CASE WHEN $6 > 0 THEN i % $6 END, ",
+        crate::run_priority_sql!("$2"),
+        "
          FROM generate_series(0, $4 - 1) AS i, (SELECT ",
         crate::pool_of_sql!("$1", "$3"),
         " AS name) pool"

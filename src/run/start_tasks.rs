@@ -102,8 +102,9 @@ static POOLED_CANDIDATES: Statement = Statement::new(
            AND NOT ",
         crate::no_pools_sql!(),
         "
-         ORDER BY coalesce((SELECT ro.priority FROM pgflow._run_options ro WHERE ro.run_id = c.run_id), 0) DESC,
-                  c.message_id"
+         ORDER BY ",
+        crate::run_priority_sql!("c.run_id"),
+        " DESC, c.message_id"
     ),
     &[TEXTOID, INT8ARRAYOID],
 );
@@ -114,7 +115,7 @@ static POOLED_CANDIDATES: Statement = Statement::new(
 // retry puts its row back); rows of tasks that can no longer run just go. Comes with the run
 // input and the step's handler.
 macro_rules! claim_local_tasks_sql {
-    ($from:literal, $filter:literal, $order:literal, $lock:literal) => {
+    ($from:literal, $filter:literal, $order:expr, $lock:literal) => {
         claim_tasks_sql!(
             concat!(
                 "DELETE FROM pgflow._local_tasks l
@@ -166,6 +167,20 @@ static CLAIM_SINGLES: Statement = Statement::new(
         "coalesce(q.pool, '') = coalesce($2, '') AND q.lane IS NULL
          AND ($3::uuid IS NULL OR q.run_id >= $3)",
         "coalesce(q.pool, ''), q.visible_at",
+        "q"
+    ),
+    &[INT4OID, TEXTOID, UUIDOID],
+);
+
+// CLAIM_SINGLES once runs have priorities (`executor::features`): tasks waiting longer than
+// pgflow.priority_max_wait, then the highest priority, then the oldest (a sort of the pool's
+// visible tasks: no index serves it).
+static CLAIM_SINGLES_BY_PRIORITY: Statement = Statement::new(
+    claim_local_tasks_sql!(
+        "",
+        "coalesce(q.pool, '') = coalesce($2, '') AND q.lane IS NULL
+         AND ($3::uuid IS NULL OR q.run_id >= $3)",
+        crate::local_priority_order_sql!("q."),
         "q"
     ),
     &[INT4OID, TEXTOID, UUIDOID],
@@ -403,7 +418,12 @@ pub(crate) fn start_local_tasks(
             ],
         ),
         LocalGroup::Singles => {
-            CLAIM_SINGLES.run_by_index(client, &[limit.into(), pool.into(), from_run.into()])
+            let claim = if crate::executor::features::features(client).priorities {
+                &CLAIM_SINGLES_BY_PRIORITY
+            } else {
+                &CLAIM_SINGLES
+            };
+            claim.run_by_index(client, &[limit.into(), pool.into(), from_run.into()])
         }
     };
     let mut tasks: Vec<LocalTask> = claimed

@@ -3,7 +3,7 @@
 -- dependent and big map steps carry the run's priority; pool slots go to higher priorities
 -- first; plain queues keep pgmq's order; idempotency keys.
 BEGIN;
-SELECT plan(39);
+SELECT plan(40);
 \ir helpers/common.psql
 
 SELECT pgflow.create_flow('pr', max_attempts => 3, base_delay => 0);
@@ -125,6 +125,22 @@ SELECT pgflow.start_run('pr', '{}', 9, run_id => pg_temp.run(26));
 SELECT is(pg_temp.read_order('pr', 4), '23 24 25 26',
           'with pgflow.priority_max_wait = 1, tasks that waited a second go first, oldest first, then priorities');
 RESET pgflow.priority_max_wait;
+
+---------------------------------------------------------------------------------------------------
+-- Executors (run_local_tasks in this session): the rule against starvation, then priorities
+---------------------------------------------------------------------------------------------------
+CREATE TABLE public.prio_log (seq serial, n int);
+SELECT pgflow.create_flow('prsql');
+SELECT pgflow.add_step('prsql', 'w');
+SELECT pgflow.set_sql_handler('prsql', 'w', $$INSERT INTO public.prio_log (n) VALUES (($2 ->> 'n')::int)$$);
+SELECT pgflow.start_run('prsql', '{"n": 1}', 0, run_id => pg_temp.run(50));
+SELECT pgflow.start_run('prsql', '{"n": 2}', 3, run_id => pg_temp.run(51));
+SELECT pgflow.start_run('prsql', '{"n": 3}', 0, run_id => pg_temp.run(52));
+SELECT pgflow.start_run('prsql', '{"n": 4}', 3, run_id => pg_temp.run(53));
+UPDATE pgflow._local_tasks SET visible_at = clock_timestamp() - interval '2 minutes' WHERE run_id = pg_temp.run(52);
+SELECT pgflow.run_local_tasks(1) FROM generate_series(1, 4);
+SELECT is((SELECT string_agg(n::text, ',' ORDER BY seq) FROM public.prio_log), '3,2,4,1',
+          'executors take a task waiting longer than pgflow.priority_max_wait first, then higher priorities, FIFO within one');
 
 ---------------------------------------------------------------------------------------------------
 -- Pool slots go to higher priorities first
