@@ -353,6 +353,17 @@ wait_for 30 "(SELECT count(*) = 10 FROM prio_effects)"
 check "the executors run higher priorities first, FIFO within one" "6,7,8,9,10,1,2,3,4,5" \
   "$(sql "SELECT string_agg(n::text, ',' ORDER BY at) FROM prio_effects")"
 
+# 20. A SQL task queued with a delay starts when its delay ends, not at the executors' next
+# look (every second): three runs of a step with a 1-second start delay, started a third of a
+# second apart.
+sql "SELECT pgflow.create_flow('later'); SELECT pgflow.add_step('later', 'work', start_delay => 1);
+     SELECT pgflow.set_sql_handler('later', 'work', 'SELECT 1')" >/dev/null
+for _ in 1 2 3; do sql "SELECT pgflow.start_flow('later', '{}')" >/dev/null; sleep 0.33; done
+wait_for 10 "(SELECT count(*) = 3 FROM pgflow.runs WHERE flow_slug = 'later' AND status = 'completed')"
+ok_if "each delayed task started within 300 ms of its delay's end" \
+  "(SELECT max(started_at - queued_at) < interval '1.3 seconds' AND min(started_at - queued_at) >= interval '1 second'
+    FROM pgflow.step_tasks WHERE flow_slug = 'later')"
+
 # 16. The demo's pure-SQL workflow (scripts/demo.sh runs it) completes on the executors.
 check "examples/demo_sql_workflow.sql runs and checks its own result" "demo_sql_workflow: OK" \
   "$("${psql_base[@]}" -d "$DB" -f examples/demo_sql_workflow.sql 2>&1 | tail -1)"

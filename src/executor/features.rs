@@ -87,13 +87,19 @@ pub(crate) fn changed() {
     }
 }
 
+/// At commit, once: moves the generation on if this transaction changed what `features` reads.
+/// Called before the commit's wake-ups, so that a woken backend reads the change.
+pub(crate) fn publish() {
+    if PENDING.swap(false, Ordering::Relaxed) {
+        wake::next_generation();
+        CACHED.set(None);
+    }
+}
+
 #[pg_guard]
 unsafe extern "C-unwind" fn at_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     match event {
-        pg_sys::XactEvent::XACT_EVENT_COMMIT if PENDING.swap(false, Ordering::Relaxed) => {
-            wake::next_generation();
-            CACHED.set(None);
-        }
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => publish(),
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
             PENDING.store(false, Ordering::Relaxed);
             CACHED.set(None);

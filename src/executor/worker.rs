@@ -1,8 +1,9 @@
 //! The executors: `pgflow.executors` background workers per database served, each running
 //! batches of local tasks (`run_local_tasks`), one transaction per batch: up to `MAX_BATCH`
 //! tasks, and no more once the batch has run for `BATCH_BUDGET`. An idle executor
-//! sleeps on its latch: a commit that queues tasks wakes it at once, and it looks again every
-//! second for tasks whose delay has passed.
+//! sleeps on its latch: a commit that queues tasks wakes it at once, and a task queued with a
+//! delay (a start delay, a retry's backoff) is looked for when its delay ends, or at least
+//! every second.
 //!
 //! SIGTERM stops a running handler at once (its transaction rolls back, and the task runs again
 //! later), as it does an ordinary backend's query.
@@ -14,6 +15,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::guc;
+use crate::statement::{Statement, first, named};
 use crate::worker::{extension_installed, in_transaction_with};
 
 /// Most tasks in one transaction.
@@ -27,6 +29,22 @@ unsafe extern "C-unwind" {
     /// PostgreSQL's SIGTERM handler of ordinary backends (postgres.c).
     #[link_name = "die"]
     fn backend_die(signal: i32);
+}
+
+static NEXT_DUE: Statement = Statement::new(
+    "SELECT ceil(extract(epoch FROM min(visible_at) - clock_timestamp()) * 1000)::bigint AS ms
+     FROM pgflow._local_tasks
+     WHERE visible_at > clock_timestamp() AND visible_at < 'infinity'",
+    &[],
+);
+
+/// How long until the next delayed task of the executors' queue is due, if one is.
+fn next_due() -> Option<Duration> {
+    Spi::connect_mut(|client| {
+        first(NEXT_DUE.run(client, &[]))
+            .and_then(|row| named::<i64>(&row, "ms"))
+            .map(|ms| Duration::from_millis(ms.max(1) as u64))
+    })
 }
 
 #[pg_guard]
@@ -65,7 +83,11 @@ pub extern "C-unwind" fn pgflow_executor_main(arg: pg_sys::Datum) {
                 c"pgflow executor: waiting for tasks".as_ptr(),
             )
         };
-        if !BackgroundWorker::wait_latch(Some(IDLE_POLL)) {
+        let wait = in_transaction_with(None, next_due)
+            .ok()
+            .flatten()
+            .map_or(IDLE_POLL, |due| due.min(IDLE_POLL));
+        if !BackgroundWorker::wait_latch(Some(wait)) {
             return;
         }
     }

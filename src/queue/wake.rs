@@ -211,6 +211,11 @@ unsafe extern "C-unwind" fn at_transaction_end(
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => false,
         _ => return,
     };
+    if committed {
+        // Whoever is woken must see what this transaction changed in the features it reads
+        // (the callbacks run in either order).
+        crate::executor::features::publish();
+    }
     let Some(waiters) = waiters() else { return };
     if REGISTERED.with(|r| r.replace(false)) {
         let me = unsafe { (*pg_sys::MyProc).pgprocno } as u32;
