@@ -53,13 +53,15 @@ CREATE TABLE pgflow._run_reruns (
     CONSTRAINT _run_reruns_pkey PRIMARY KEY (run_id, rerun)
 );
 
--- The tasks that a rerun replaced, as they were then (pgflow.run_history).
+-- The tasks that a rerun replaced, as they were then (pgflow.run_history); pruning deletes
+-- their archived messages with the run.
 CREATE TABLE pgflow._task_history (
     run_id         uuid        NOT NULL,
     rerun          integer     NOT NULL,
     step_slug      text        NOT NULL,
     task_index     integer     NOT NULL,
     flow_slug      text        NOT NULL,
+    message_id     bigint,
     status         text        NOT NULL,
     attempts_count integer     NOT NULL,
     error_message  text,

@@ -125,7 +125,9 @@ BEGIN
 
     FOR q IN
         SELECT t.flow_slug, array_agg(t.message_id) AS ids
-        FROM pgflow.step_tasks t
+        FROM (SELECT flow_slug, run_id, message_id FROM pgflow.step_tasks
+              UNION ALL
+              SELECT flow_slug, run_id, message_id FROM pgflow._task_history) t
         WHERE t.run_id = ANY(old_runs) AND t.message_id IS NOT NULL
         GROUP BY t.flow_slug
     LOOP
@@ -206,6 +208,8 @@ DECLARE
 BEGIN
     requeued := pgflow._requeue_stalled_tasks(grace, leave_step_timeouts => true);
     timed_out := pgflow._fail_timed_out_tasks(grace);
+    -- Waiting runs that a release passed by (their row was locked at that moment).
+    PERFORM pgflow._release_waiting_runs();
     RETURN jsonb_build_object('requeued', requeued, 'timed_out', timed_out);
 END;
 $$;

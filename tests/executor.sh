@@ -364,6 +364,23 @@ ok_if "each delayed task started within 300 ms of its delay's end" \
   "(SELECT max(started_at - queued_at) < interval '1.3 seconds' AND min(started_at - queued_at) >= interval '1 second'
     FROM pgflow.step_tasks WHERE flow_slug = 'later')"
 
+# 21. retry_run while an executor still runs a task of the failed run: refused (55006) until the
+# task ends, then the run runs again.
+sql "INSERT INTO pgflow.workers (worker_id, queue_name, function_name) VALUES ('00000000-0000-0000-0000-0000000000e3', 'busy', 'test');
+     SELECT pgflow.create_flow('busy', max_attempts => 1); SELECT pgflow.add_step('busy', 'slow');
+     SELECT pgflow.add_step('busy', 'bad');
+     SELECT pgflow.set_sql_handler('busy', 'slow', 'SELECT pg_sleep(2)')" >/dev/null
+run=$(sql "SELECT run_id FROM pgflow.start_flow('busy', '{}')")
+wait_for 10 "EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'pgflow task busy/slow%' AND state = 'active')"
+msg=$(sql "SELECT msg_id FROM pgmq.read_with_poll('busy', 30, 1, 3)")
+sql "SELECT pgflow.start_tasks('busy', ARRAY[$msg]::bigint[], '00000000-0000-0000-0000-0000000000e3');
+     SELECT pgflow.fail_task('$run', 'bad', 0, 'bad broke')" >/dev/null
+check "retry_run of a failed run whose SQL task is still running is refused" \
+  "ERROR:  run $run has tasks that an executor is still running" \
+  "$(sql "SELECT pgflow.retry_run('$run')" | head -1)"
+wait_for 10 "(SELECT status = 'failed' FROM pgflow.step_tasks WHERE run_id = '$run' AND step_slug = 'slow')"
+check "once it ended, the run is retried" started "$(sql "SELECT status FROM pgflow.retry_run('$run')")"
+
 # 16. The demo's pure-SQL workflow (scripts/demo.sh runs it) completes on the executors.
 check "examples/demo_sql_workflow.sql runs and checks its own result" "demo_sql_workflow: OK" \
   "$("${psql_base[@]}" -d "$DB" -f examples/demo_sql_workflow.sql 2>&1 | tail -1)"

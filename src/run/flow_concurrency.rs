@@ -13,13 +13,27 @@
 use std::cell::{Cell, RefCell};
 
 use pgrx::pg_sys::{INT4OID, TEXTOID, UUIDOID};
+use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use crate::statement::{Statement, first, named};
 
+// Only a flow with a limit has its row locked: one with a priority alone starts its runs freely.
 static LOCK_OPTIONS: Statement = Statement::new(
-    "SELECT o.max_active_runs FROM pgflow._flow_options o WHERE o.flow_slug = $1 FOR UPDATE",
+    "SELECT o.max_active_runs FROM pgflow._flow_options o
+     WHERE o.flow_slug = $1 AND o.max_active_runs IS NOT NULL
+     FOR UPDATE",
     &[TEXTOID],
+);
+
+// Flows with a limit and waiting runs (the background worker's round looks at them).
+static FLOWS_WITH_WAITING: Statement = Statement::new(
+    "SELECT o.flow_slug FROM pgflow._flow_options o
+     WHERE o.max_active_runs IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pgflow._run_control c JOIN pgflow.runs r ON r.run_id = c.run_id
+                   WHERE c.state = 'waiting' AND r.flow_slug = o.flow_slug AND r.status = 'started')
+     ORDER BY o.flow_slug",
+    &[],
 );
 
 static ACTIVE: Statement = Statement::new(
@@ -27,6 +41,18 @@ static ACTIVE: Statement = Statement::new(
      WHERE r.flow_slug = $1 AND r.status = 'started'
        AND NOT EXISTS (SELECT 1 FROM pgflow._run_control c WHERE c.run_id = r.run_id AND c.state = 'waiting')",
     &[TEXTOID],
+);
+
+static ANY_WAITING: Statement = Statement::new(
+    "SELECT 1 FROM pgflow._run_control c JOIN pgflow.runs r ON r.run_id = c.run_id
+     WHERE c.state = 'waiting' AND r.flow_slug = $1 AND r.status = 'started'
+     LIMIT 1",
+    &[TEXTOID],
+);
+
+static STILL_WAITING: Statement = Statement::new(
+    "SELECT 1 FROM pgflow._run_control WHERE run_id = $1 AND state = 'waiting'",
+    &[UUIDOID],
 );
 
 static WAIT: Statement = Statement::new(
@@ -72,7 +98,9 @@ fn active_runs(client: &mut SpiClient<'_>, flow_slug: &str) -> i32 {
 }
 
 /// For a run just inserted: whether it must wait, because its flow has a limit and that many
-/// other runs are active. A run that must wait is recorded as waiting.
+/// other runs are active. A run that must wait is recorded as waiting. Waiting runs that a
+/// release passed by (their row was locked at that moment) start when the next run of the flow
+/// starts or ends, or at the background worker's next round (`release_all`).
 pub(crate) fn must_wait(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, flow_slug: &str) -> bool {
     if !crate::executor::features::features(client).limits {
         return false;
@@ -80,12 +108,20 @@ pub(crate) fn must_wait(client: &mut SpiClient<'_>, run_id: pgrx::Uuid, flow_slu
     let Some(limit) = lock_limit(client, flow_slug) else {
         return false;
     };
-    // The count includes the new run.
-    if active_runs(client, flow_slug) <= limit {
+    // The count includes the new run. Runs already waiting go first: the new one joins the line
+    // and the free slots, if any, go to the line's head.
+    if active_runs(client, flow_slug) <= limit && !any_waiting(client, flow_slug) {
         return false;
     }
     WAIT.run(client, &[run_id.into()]);
-    true
+    if active_runs(client, flow_slug) < limit {
+        release(client, flow_slug);
+    }
+    first(STILL_WAITING.run(client, &[run_id.into()])).is_some()
+}
+
+fn any_waiting(client: &mut SpiClient<'_>, flow_slug: &str) -> bool {
+    first(ANY_WAITING.run(client, &[flow_slug.into()])).is_some()
 }
 
 thread_local! {
@@ -164,7 +200,7 @@ fn release_pending(client: &mut SpiClient<'_>) {
 }
 
 /// Starts as many waiting runs of a flow as its limit has free slots (all of them once it has
-/// no limit).
+/// no limit). A waiting run whose row another transaction holds is passed by.
 pub(crate) fn release(client: &mut SpiClient<'_>, flow_slug: &str) {
     let free = match lock_limit(client, flow_slug) {
         Some(limit) => limit - active_runs(client, flow_slug),
@@ -179,5 +215,29 @@ pub(crate) fn release(client: &mut SpiClient<'_>, flow_slug: &str) {
         .collect();
     for run_id in runs {
         super::start_flow::begin_run(client, run_id, flow_slug, None);
+    }
+}
+
+/// Starts the waiting runs of every limited flow that has free slots; returns how many flows it
+/// looked at. The background worker's round calls it, for runs that a release passed by.
+pub(crate) fn release_all(client: &mut SpiClient<'_>) -> i32 {
+    let flows: Vec<String> = FLOWS_WITH_WAITING
+        .run(client, &[])
+        .filter_map(|row| named(&row, "flow_slug"))
+        .collect();
+    for flow in &flows {
+        release(client, flow);
+    }
+    flows.len() as i32
+}
+
+#[pg_schema]
+mod pgflow {
+    use super::*;
+
+    /// Starts waiting runs that fit their flow's limit (the background worker's round).
+    #[pg_extern(name = "_release_waiting_runs", requires = ["pgflow_schema"])]
+    fn release_waiting_runs() -> i32 {
+        Spi::connect_mut(super::release_all)
     }
 }

@@ -32,6 +32,32 @@ static STEPS_TO_RERUN: Statement = Statement::new(
     &[UUIDOID, TEXTOID, TEXTOID],
 );
 
+// Steps of the set $2 that stay skipped: skipped because a dependency was, where that
+// dependency is skipped and stays so (not in $2).
+static STAY_SKIPPED: Statement = Statement::new(
+    "SELECT coalesce(array_agg(ss.step_slug), '{}') AS steps
+     FROM pgflow.step_states ss
+     WHERE ss.run_id = $1 AND ss.step_slug = ANY($2)
+       AND ss.status = 'skipped' AND ss.skip_reason = 'dependency_skipped'
+       AND EXISTS (SELECT 1 FROM pgflow.deps d
+                   JOIN pgflow.step_states ds ON ds.run_id = ss.run_id AND ds.step_slug = d.dep_slug
+                   WHERE d.flow_slug = ss.flow_slug AND d.step_slug = ss.step_slug
+                     AND ds.status = 'skipped' AND NOT ds.step_slug = ANY($2))",
+    &[UUIDOID, TEXTARRAYOID],
+);
+
+// Rows of the steps $2 that another transaction holds (an executor running one of their tasks);
+// the others are locked for the rerun.
+static BUSY: Statement = Statement::new(
+    "SELECT (SELECT count(*) FROM pgflow.step_tasks WHERE run_id = $1 AND step_slug = ANY($2))
+            - (SELECT count(*) FROM (SELECT 1 FROM pgflow.step_tasks WHERE run_id = $1 AND step_slug = ANY($2)
+                                     FOR UPDATE SKIP LOCKED) t)
+            + (SELECT count(*) FROM pgflow._step_shards WHERE run_id = $1 AND step_slug = ANY($2))
+            - (SELECT count(*) FROM (SELECT 1 FROM pgflow._step_shards WHERE run_id = $1 AND step_slug = ANY($2)
+                                     FOR UPDATE SKIP LOCKED) s) AS busy",
+    &[UUIDOID, TEXTARRAYOID],
+);
+
 static STEP_EXISTS: Statement = Statement::new(
     "SELECT 1 FROM pgflow.steps WHERE flow_slug = $1 AND step_slug = $2",
     &[TEXTOID, TEXTOID],
@@ -51,11 +77,11 @@ static MOVE_TASKS: Statement = Statement::new(
          DELETE FROM pgflow.step_tasks WHERE run_id = $1 AND step_slug = ANY($2)
          RETURNING *
      ), kept AS (
-         INSERT INTO pgflow._task_history (run_id, rerun, step_slug, task_index, flow_slug, status,
-                                           attempts_count, error_message, output, queued_at,
+         INSERT INTO pgflow._task_history (run_id, rerun, step_slug, task_index, flow_slug, message_id,
+                                           status, attempts_count, error_message, output, queued_at,
                                            started_at, completed_at, failed_at)
-         SELECT run_id, $3, step_slug, task_index, flow_slug, status, attempts_count, error_message,
-                output, queued_at, started_at, completed_at, failed_at
+         SELECT run_id, $3, step_slug, task_index, flow_slug, message_id, status, attempts_count,
+                error_message, output, queued_at, started_at, completed_at, failed_at
          FROM gone
      ), local AS (
          DELETE FROM pgflow._local_tasks WHERE run_id = $1 AND step_slug = ANY($2)
@@ -139,7 +165,7 @@ pub(crate) fn retry_run(
             ),
         );
     }
-    let steps: Vec<String> = first(STEPS_TO_RERUN.run(
+    let mut steps: Vec<String> = first(STEPS_TO_RERUN.run(
         client,
         &[
             run_id.into(),
@@ -149,6 +175,28 @@ pub(crate) fn retry_run(
     ))
     .and_then(|row| named(&row, "steps"))
     .unwrap_or_default();
+    // A step that a skip cascade skipped stays skipped while the step it came from does.
+    loop {
+        let stay: Vec<String> =
+            first(STAY_SKIPPED.run(client, &[run_id.into(), steps.clone().into()]))
+                .and_then(|row| named(&row, "steps"))
+                .unwrap_or_default();
+        if stay.is_empty() {
+            break;
+        }
+        steps.retain(|step| !stay.contains(step));
+    }
+    let busy: i64 = first(BUSY.run(client, &[run_id.into(), steps.clone().into()]))
+        .and_then(|row| named(&row, "busy"))
+        .unwrap_or(0);
+    if busy > 0 {
+        ereport!(
+            ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+            format!("run {run_id} has tasks that an executor is still running"),
+            "Retry the run once they end (their completions no longer count)."
+        );
+    }
     super::archive::step_messages(client, run_id, steps.clone());
     let rerun: i32 =
         first(RECORD_RERUN.run(client, &[run_id.into(), from_step.into(), previous.into()]))

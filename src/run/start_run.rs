@@ -59,7 +59,10 @@ fn keyed_run(
                 priority,
             );
         }
-        let holder = first(KEY_HOLDER.run(client, &[flow_slug.into(), key.into()]))?;
+        // The holder may be gone already (pruned since): take the key again.
+        let Some(holder) = first(KEY_HOLDER.run(client, &[flow_slug.into(), key.into()])) else {
+            continue;
+        };
         let held_by: pgrx::Uuid = named(&holder, "run_id")?;
         if named::<bool>(&holder, "kept").unwrap_or(false) {
             return Some(held_by);

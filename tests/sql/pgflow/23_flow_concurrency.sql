@@ -3,7 +3,7 @@
 -- (completion, failure, cancel) starts the next waiting run, by priority then FIFO; paused runs
 -- keep their slot; a waiting run can be cancelled, not paused; raising and removing the limit.
 BEGIN;
-SELECT plan(31);
+SELECT plan(33);
 \ir helpers/common.psql
 
 SELECT pgflow.create_flow('fc', max_attempts => 1, base_delay => 0);
@@ -114,6 +114,27 @@ SELECT is((SELECT count(*)::int FROM pgflow.runs WHERE flow_slug = 'fc' AND pgfl
 SELECT is(pg_temp.queued_runs(), '03 07 08 09 10 11', 'with their tasks queued');
 SELECT is((SELECT status FROM pgflow.start_flow('fc', '{}', pg_temp.run(12))), 'started', 'and new runs start');
 SELECT is(pgflow.run_status(pg_temp.run(12)), 'started', 'without waiting');
+
+---------------------------------------------------------------------------------------------------
+-- A waiting run passed by while a slot is free starts at the next start, or at the worker's round
+---------------------------------------------------------------------------------------------------
+SELECT pgflow.create_flow('fcl');
+SELECT pgflow.add_step('fcl', 'a');
+SELECT pgflow.set_flow_concurrency('fcl', 1);
+SELECT pgflow.start_flow('fcl', '{}', pg_temp.run(20));
+SELECT pgflow.start_flow('fcl', '{}', pg_temp.run(21));
+SELECT pgflow.start_flow('fcl', '{}', pg_temp.run(22));
+-- The active run ends behind the engine's back: nothing released its slot.
+UPDATE pgflow.runs SET status = 'failed', failed_at = now() WHERE run_id = pg_temp.run(20);
+SELECT pgflow.start_flow('fcl', '{}', pg_temp.run(23));
+SELECT is((SELECT string_agg(right(run_id::text, 2) || '=' || pgflow.run_status(run_id), ' ' ORDER BY run_id)
+           FROM pgflow.runs WHERE flow_slug = 'fcl'), '20=failed 21=started 22=waiting 23=waiting',
+          'a new start gives the free slot to the head of the line, and waits behind it');
+UPDATE pgflow.runs SET status = 'failed', failed_at = now() WHERE run_id = pg_temp.run(21);
+SELECT pgflow._release_waiting_runs();
+SELECT is((SELECT string_agg(right(run_id::text, 2) || '=' || pgflow.run_status(run_id), ' ' ORDER BY run_id)
+           FROM pgflow.runs WHERE flow_slug = 'fcl'), '20=failed 21=failed 22=started 23=waiting',
+          'the background worker''s round starts a waiting run that fits');
 
 ---------------------------------------------------------------------------------------------------
 -- A waiting run of a flow without steps completes when it starts

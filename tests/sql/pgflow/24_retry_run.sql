@@ -2,7 +2,7 @@
 -- stopped with completed steps kept; failures in a root map step and in a dependent map step;
 -- a rerun of a completed run from a step; a cancelled run retried; the history of attempts.
 BEGIN;
-SELECT plan(34);
+SELECT plan(37);
 \ir helpers/common.psql
 
 SELECT pgflow.create_flow('rr', max_attempts => 1, base_delay => 0);
@@ -126,6 +126,27 @@ SELECT is((SELECT string_agg(input::text, ' ' ORDER BY task_index)
           'its tasks get the elements');
 SELECT throws_ok($$SELECT pgflow.retry_run('00000000-0000-0000-0000-0000000aa003', 'list')$$, '55000', NULL,
                  'a retried run, started again, cannot be retried until it finishes');
+
+---------------------------------------------------------------------------------------------------
+-- A rerun from a step keeps what a skip cascade skipped while its cause stays skipped
+---------------------------------------------------------------------------------------------------
+SELECT pgflow.create_flow('rsk', max_attempts => 1, base_delay => 0);
+SELECT pgflow.add_step('rsk', 'x', required_input_pattern => '{"go": true}', when_unmet => 'skip-cascade');
+SELECT pgflow.add_step('rsk', 'z');
+SELECT pgflow.add_step('rsk', 'y', ARRAY['x', 'z']);
+SELECT pgflow.start_flow('rsk', '{"go": false}', '00000000-0000-0000-0000-0000000aa005');
+SELECT pg_temp.complete_step('00000000-0000-0000-0000-0000000aa005', 'z', '1');
+SELECT is(pg_temp.statuses('00000000-0000-0000-0000-0000000aa005') || ' ' ||
+          (SELECT status FROM pgflow.runs WHERE run_id = '00000000-0000-0000-0000-0000000aa005'),
+          'x=skipped y=skipped z=completed completed', 'x''s condition skipped it and, by cascade, y');
+SELECT pgflow.retry_run('00000000-0000-0000-0000-0000000aa005', 'z');
+SELECT is(pg_temp.statuses('00000000-0000-0000-0000-0000000aa005'), 'x=skipped y=skipped z=started',
+          'a rerun from z runs z again; y stays skipped, as x does');
+SELECT pg_temp.complete_step('00000000-0000-0000-0000-0000000aa005', 'z', '2');
+SELECT is((SELECT r.status || ' ' || ss.output::text FROM pgflow.runs r
+           JOIN pgflow.step_states ss ON ss.run_id = r.run_id AND ss.step_slug = 'z'
+           WHERE r.run_id = '00000000-0000-0000-0000-0000000aa005'),
+          'completed 2', 'and the run completes without y, with z''s new output');
 
 ---------------------------------------------------------------------------------------------------
 -- A cancelled run, retried
