@@ -42,6 +42,10 @@ pub static PRUNE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 /// is read ahead of every priority (the rule against starvation).
 pub static PRIORITY_MAX_WAIT: GucSetting<i32> = GucSetting::<i32>::new(60);
 
+/// `pgflow.schedule_grace`: seconds a schedule's tick may be late and still fire when the
+/// schedule does not catch up (later ticks are skipped).
+pub static SCHEDULE_GRACE: GucSetting<i32> = GucSetting::<i32>::new(60);
+
 pub fn init() {
     GucRegistry::define_bool_guc(
         c"pgflow.notify_events",
@@ -113,6 +117,16 @@ pub fn init() {
         1,
         86_400 * 365,
         GucContext::Userset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pgflow.schedule_grace",
+        c"Seconds a schedule's tick may be late and still fire, for schedules that do not catch up.",
+        c"A tick later than this (the database was down, or the schedule's worker was) is skipped.",
+        &SCHEDULE_GRACE,
+        0,
+        86_400 * 365,
+        GucContext::Sighup,
         GucFlags::UNIT_S,
     );
     GucRegistry::define_string_guc(

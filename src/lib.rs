@@ -24,6 +24,7 @@ pub mod guc;
 pub mod memory;
 pub mod queue;
 pub mod run;
+pub mod schedule;
 pub mod statement;
 pub mod transaction;
 pub mod worker;
@@ -47,6 +48,11 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../sql/pgflow_control.sql",
     name = "pgflow_control",
+    requires = ["pgflow_schema"]
+);
+pgrx::extension_sql_file!(
+    "../sql/pgflow_schedule.sql",
+    name = "pgflow_schedule",
     requires = ["pgflow_schema"]
 );
 pgrx::extension_sql_file!("../sql/pgflow_api.sql", name = "pgflow_api", finalize);

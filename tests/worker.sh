@@ -44,7 +44,8 @@ trap cleanup EXIT
 # Settings go into postgresql.conf when the cluster is made: cron.database_name can't be set
 # with ALTER SYSTEM before pg_cron is loaded.
 bash scripts/cluster.sh --fresh $CLUSTER $PORT "$DB" "shared_preload_libraries=pgflow_core,pg_cron" \
-  "cron.database_name=$DB" "pgflow.worker_interval_ms=200" "pgflow.timeout_grace=1" >/dev/null \
+  "cron.database_name=$DB" "pgflow.worker_interval_ms=200" "pgflow.timeout_grace=1" \
+  "pgflow.schedule_grace=1" >/dev/null \
   || { echo "not ok 1 - cluster starts"; exit 1; }
 check "the cluster starts with pg_cron serving $DB" "pgflow_core,pg_cron|$DB" \
   "$(admin "SELECT current_setting('shared_preload_libraries') || '|' || current_setting('cron.database_name')")"
@@ -196,6 +197,41 @@ check "setup_requeue_stalled_tasks_cron accepts a cron expression" \
   "Scheduled pgflow_requeue_stalled_tasks (every * * * * *, job_id=" \
   "$(sql "SELECT pgflow.setup_requeue_stalled_tasks_cron('* * * * *')" | sed 's/job_id=.*/job_id=/')"
 
+# 4b. Schedules: every second, on time, each tick once; across a stop of the server, a schedule
+# that catches up fires every tick it missed, and one that skips leaves them out
+# (pgflow.schedule_grace = 1 here).
+sql "SELECT pgflow.create_flow('ticks'); SELECT pgflow.add_step('ticks', 'only');
+     CREATE TABLE tick_schedules AS
+       SELECT pgflow.schedule_flow('ticks', '* * * * * *', '{\"mode\": \"catch-up\"}', catch_up => true) AS catch_up,
+              pgflow.schedule_flow('ticks', '* * * * * *', '{\"mode\": \"skip\"}') AS skip;
+     CREATE VIEW tick_runs AS
+       SELECT r.input ->> 'mode' AS mode, r.started_at,
+              substring(o.idempotency_key FROM ' at (.*)\$')::timestamptz AS tick
+       FROM pgflow.runs r JOIN pgflow._run_options o USING (run_id) WHERE r.flow_slug = 'ticks'" >/dev/null
+sleep 3.5
+check "both schedules fired 3 or 4 ticks in 3.5 seconds" "true|true" \
+  "$(sql "SELECT string_agg(ok::text, '|' ORDER BY mode)
+          FROM (SELECT mode, count(*) BETWEEN 3 AND 4 AS ok FROM tick_runs GROUP BY mode) c")"
+check "each run started within 300 ms of its tick" t \
+  "$(sql "SELECT bool_and(started_at - tick BETWEEN interval '0' AND interval '300 ms') FROM tick_runs")"
+pg_ctlcluster $PG_MAJOR $CLUSTER stop
+sleep 4
+pg_ctlcluster $PG_MAJOR $CLUSTER start
+wait_for 25 "EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgflow_core worker' AND datname = '$DB')" || true
+sleep 2.5
+check "no tick fired twice" 0 "$(sql "SELECT count(*) - count(DISTINCT (mode, tick)) FROM tick_runs")"
+check "the schedule that catches up fired every tick across the stop, one second apart" "t" \
+  "$(sql "SELECT count(*) = extract(epoch FROM max(tick) - min(tick)) + 1 AND count(*) >= 9 FROM tick_runs WHERE mode = 'catch-up'")"
+check "the one that skips left out the ticks of the stop" "t" \
+  "$(sql "SELECT max(gap) >= interval '3 seconds' FROM (SELECT tick - lag(tick) OVER (ORDER BY tick) AS gap FROM tick_runs WHERE mode = 'skip') g")"
+check "list_schedules shows the last tick and run of each" "t" \
+  "$(sql "SELECT bool_and(last_fire_at > now() - interval '3 seconds' AND last_run_status = 'started' AND next_fire_at > last_fire_at)
+          FROM pgflow.list_schedules() WHERE flow_slug = 'ticks'")"
+sql "SELECT pgflow.pause_schedule(catch_up), pgflow.pause_schedule(skip) FROM tick_schedules" >/dev/null
+before=$(sql "SELECT count(*) FROM tick_runs")
+sleep 1.5
+check "paused schedules fire nothing" "$before" "$(sql "SELECT count(*) FROM tick_runs")"
+
 # 5. SIGTERM stops the worker promptly; a restart brings it back.
 pid=$(worker_pid)
 t0=$(date +%s%N)
@@ -261,6 +297,7 @@ if sudo -u postgres pg_basebackup -h localhost -p $PORT -U postgres -D "$STANDBY
   ssql() { psql -h localhost -p $STANDBY_PORT -U postgres -X -Atq -d "$DB" -c "$1" 2>&1; }
   sleep 3
   check "the standby is in recovery" t "$(ssql "SELECT pg_is_in_recovery()")"
+  sql "SELECT pgflow.schedule_flow('ticks', '* * * * * *', '{\"mode\": \"standby\"}')" >/dev/null
   check "no pgflow_core process runs on the standby" 0 \
     "$(ssql "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pgflow_core%'")"
   standby_ctl promote
@@ -270,7 +307,12 @@ if sudo -u postgres pg_basebackup -h localhost -p $PORT -U postgres -D "$STANDBY
     sleep 0.3
   done
   check "after promotion the worker serves the database" yes "$promoted"
+  sleep 2.5
+  check "the promoted server fires the schedule that was replicated to it, each tick once" "true|0" \
+    "$(ssql "SELECT (max(tick) > now() - interval '2 seconds')::text || '|' || (count(*) - count(DISTINCT tick))
+             FROM tick_runs WHERE mode = 'standby'")"
   standby_ctl stop -m fast
+  sql "SELECT pgflow.pause_schedule(schedule_id) FROM pgflow.list_schedules() WHERE NOT paused" >/dev/null
 else
   fail "a standby can be made with pg_basebackup"
 fi

@@ -60,7 +60,7 @@ mod rows;
 mod run_status;
 pub(crate) mod start_flow;
 mod start_ready_steps;
-mod start_run;
+pub(crate) mod start_run;
 pub(crate) mod start_tasks;
 mod step_failed;
 mod taskless_steps;

@@ -39,7 +39,7 @@ static DROP_KEY: Statement = Statement::new(
 );
 
 /// The run behind `key`: an earlier run of the flow that used it, or a new one.
-fn keyed_run(
+pub(crate) fn keyed_run(
     client: &mut SpiClient<'_>,
     flow_slug: &str,
     input: Option<Jsonb>,

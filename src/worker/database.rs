@@ -1,4 +1,6 @@
-//! A database worker: runs `pgflow._worker_tick()` every `pgflow.worker_interval_ms` milliseconds.
+//! A database worker: runs `pgflow._worker_tick()` every `pgflow.worker_interval_ms` milliseconds,
+//! and fires the schedules when they are due (it sleeps until the next tick, and a commit that
+//! adds or resumes a schedule wakes it).
 //!
 //! Each tick is one transaction. An error in a tick is logged as a WARNING and the transaction
 //! rolled back; the worker goes on with the next tick.
@@ -20,6 +22,7 @@ pub extern "C-unwind" fn pgflow_database_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
 
     let mut last_prune: Option<Instant> = None;
+    crate::queue::wake::register_until_exit(crate::schedule::WAKE_KEY);
     loop {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
@@ -40,7 +43,8 @@ pub extern "C-unwind" fn pgflow_database_worker_main(arg: pg_sys::Datum) {
         }
 
         let interval = Duration::from_millis(guc::WORKER_INTERVAL_MS.get().max(10) as u64);
-        if !BackgroundWorker::wait_latch(Some(interval)) {
+        let wait = fire_schedules().map_or(interval, |due| due.min(interval));
+        if !BackgroundWorker::wait_latch(Some(wait)) {
             return;
         }
     }
@@ -70,6 +74,27 @@ fn prune(retention: &str) -> bool {
         }
         if !BackgroundWorker::wait_latch(Some(Duration::from_millis(1))) {
             return false;
+        }
+    }
+}
+
+/// Fires the due ticks of the schedules, a thousand per transaction; returns how long until the
+/// next one.
+fn fire_schedules() -> Option<Duration> {
+    loop {
+        let result = in_transaction(|| {
+            Spi::connect_mut(|client| {
+                let seen = crate::schedule::fire_due(client, 1000);
+                (seen, crate::schedule::next_due(client))
+            })
+        });
+        match result {
+            Ok((1000, _)) => continue,
+            Ok((_, due)) => return due,
+            Err(message) => {
+                warning!("pgflow_core worker: firing schedules failed: {message}");
+                return None;
+            }
         }
     }
 }

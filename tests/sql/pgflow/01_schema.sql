@@ -20,7 +20,7 @@ SELECT has_schema('pgflow', 'schema pgflow exists');
 SELECT tables_are('pgflow',
     ARRAY['flows', 'steps', 'deps', 'runs', 'step_states', 'step_tasks', 'workers', 'worker_functions', '_step_shards',
           '_flow_owners', '_step_handlers', '_local_tasks', '_adhoc_tasks', '_pools', '_pool_slots', '_pool_assignments',
-          '_run_control', '_flow_options', '_run_options', '_run_reruns', '_task_history'],
+          '_run_control', '_flow_options', '_run_options', '_run_reruns', '_task_history', '_schedules'],
     'pgflow has the eight tables of section 1.2 and the internal ones');
 SELECT is((SELECT count(*)::int FROM pg_class WHERE relnamespace = 'pgflow'::regnamespace AND relkind = 'S'), 0,
           'no sequences in schema pgflow');
@@ -29,7 +29,7 @@ SELECT is((SELECT count(*)::int FROM pg_trigger t JOIN pg_class c ON c.oid = t.t
 SELECT is((SELECT count(*)::int FROM pg_class WHERE relnamespace = 'pgflow'::regnamespace
            AND (relrowsecurity OR relforcerowsecurity)), 0, 'no row level security on pgflow tables');
 SELECT is((SELECT count(*)::int FROM pg_class WHERE relnamespace = 'pgflow'::regnamespace
-           AND relkind = 'r' AND relpersistence = 'p'), 21, 'all twenty-one tables are ordinary, permanent tables');
+           AND relkind = 'r' AND relpersistence = 'p'), 22, 'all twenty-two tables are ordinary, permanent tables');
 SELECT ok(NOT EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
                       WHERE n.nspname = 'pgflow' AND a.grantee = 0),
           'REVOKE ALL ON SCHEMA pgflow FROM PUBLIC: PUBLIC holds no privilege on the schema');
@@ -346,7 +346,9 @@ SELECT is_empty($$SELECT name FROM actual_functions
                     AND name NOT IN ('set_sql_handler', 'set_program_handler', 'remove_handler', 'run_local_tasks', 'push_sql',
                                      'push_sql_batch', 'create_pool', 'drop_pool', 'set_pool',
                                      'cancel_run', 'run_status', 'pause_run', 'resume_run', 'start_run',
-                                     'set_flow_priority', 'set_flow_concurrency', 'retry_run', 'run_history')$$,
+                                     'set_flow_priority', 'set_flow_concurrency', 'retry_run', 'run_history',
+                                     'schedule_flow', 'list_schedules', 'pause_schedule', 'resume_schedule',
+                                     'unschedule')$$,
                 'beyond the contract''s 31, schema pgflow holds only internal helpers (_name), prune_data_older_than (2.8) and the documented functions of steps run by the database and of run control');
 SELECT is((SELECT count(*)::int FROM actual_functions GROUP BY name ORDER BY 1 DESC LIMIT 1), 1,
           'no function name is overloaded');
