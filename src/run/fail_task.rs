@@ -52,22 +52,30 @@ static STEP_RETRYING: Statement = Statement::new(
 );
 
 // The retry's backoff: the task's message becomes visible after the delay; a task of a step
-// with a handler goes back into the executors' queue (its executor took it out).
+// with a handler goes back into the executors' queue (its executor took it out). A retry of a
+// paused (or waiting) run stays hidden until resume_run shows it.
 static RETRY_DELAY: Statement = Statement::new(
     concat!(
     "WITH t AS (
          SELECT t.flow_slug, t.message_id,
-                pgflow.calculate_retry_delay(coalesce(s.opt_base_delay, f.opt_base_delay), t.attempts_count) AS delay
+                pgflow.calculate_retry_delay(coalesce(s.opt_base_delay, f.opt_base_delay), t.attempts_count) AS delay,
+                ",
+    crate::not_paused_sql!("$1"),
+    " AS running
          FROM pgflow.step_tasks t
          JOIN pgflow.steps s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
          JOIN pgflow.flows f ON f.flow_slug = t.flow_slug
          WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3
      ), msg AS (
-         SELECT pgmq.set_vt(t.flow_slug, t.message_id, t.delay) FROM t WHERE t.message_id IS NOT NULL
+         SELECT pgmq.set_vt(t.flow_slug, t.message_id,
+                            CASE WHEN t.running THEN clock_timestamp() + make_interval(secs => t.delay)
+                                 ELSE 'infinity' END)
+         FROM t WHERE t.message_id IS NOT NULL
      ), local AS (
          INSERT INTO pgflow._local_tasks (run_id, step_slug, task_index, flow_slug, visible_at, pool, lane,
                                           priority)
-         SELECT $1, $2, $3, t.flow_slug, clock_timestamp() + make_interval(secs => t.delay), ",
+         SELECT $1, $2, $3, t.flow_slug,
+                CASE WHEN t.running THEN clock_timestamp() + make_interval(secs => t.delay) ELSE 'infinity' END, ",
     crate::pool_of_sql!("t.flow_slug", "$2"),
     ",
                 (SELECT $3 % nullif(count(*), 0)::int FROM pgflow._step_shards sh

@@ -3,7 +3,7 @@
 -- middle of a DAG and of a map step; retries while paused; a run finishing while paused; cancel
 -- of a paused run.
 BEGIN;
-SELECT plan(43);
+SELECT plan(47);
 \ir helpers/common.psql
 
 SELECT pgflow.create_flow('px', max_attempts => 3, base_delay => 0);
@@ -158,6 +158,25 @@ SELECT pgflow.resume_run('00000000-0000-0000-0000-0000000d0006');
 SELECT is(pgflow.run_local_tasks(10), 1, 'after resume they run it');
 SELECT is((SELECT status || ' ' || output::text FROM pgflow.runs WHERE run_id = '00000000-0000-0000-0000-0000000d0006'),
           'completed {"s": 42}', 'and the run completes');
+
+---------------------------------------------------------------------------------------------------
+-- Timeouts of started tasks still apply while paused; the retry stays held back
+---------------------------------------------------------------------------------------------------
+SELECT pgflow.create_flow('ptime', max_attempts => 3, base_delay => 0, timeout => 1);
+SELECT pgflow.add_step('ptime', 'slow');
+SELECT pgflow.start_flow('ptime', '{}', '00000000-0000-0000-0000-0000000d0009');
+SELECT pg_temp.start_step('00000000-0000-0000-0000-0000000d0009', 'slow');
+SELECT pgflow.pause_run('00000000-0000-0000-0000-0000000d0009');
+UPDATE pgflow.step_tasks SET queued_at = now() - interval '20 seconds', started_at = now() - interval '10 seconds'
+WHERE run_id = '00000000-0000-0000-0000-0000000d0009';
+SELECT is(pgflow._fail_timed_out_tasks('0 seconds'), 1, 'the worker''s timeout check fails the paused run''s timed-out attempt');
+SELECT is((SELECT status || ' ' || attempts_count || ' ' || error_message FROM pgflow.step_tasks
+           WHERE run_id = '00000000-0000-0000-0000-0000000d0009'), 'queued 1 Task timed out after 1 seconds',
+          'the attempt counts and the task waits for a retry');
+SELECT is(pgflow.run_status('00000000-0000-0000-0000-0000000d0009') || ' ' || pg_temp.visible('ptime'), 'paused 0',
+          'the run stays paused and the retry''s message hidden');
+SELECT pgflow.resume_run('00000000-0000-0000-0000-0000000d0009');
+SELECT is(pg_temp.visible('ptime'), 1, 'resume shows it');
 
 SELECT * FROM finish();
 ROLLBACK;
