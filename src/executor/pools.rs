@@ -206,9 +206,23 @@ pub(crate) fn choose_pool(client: &mut SpiClient<'_>) -> Option<Option<String>> 
         } else {
             &NEXT_POOL
         };
-        let row = first(next.run_by_index(client, &[full.clone().into()]))?;
-        let pool: Option<String> = named(&row, "pool");
-        let limited: bool = named(&row, "limited").unwrap_or(false);
+        // The look skips task rows that others are claiming, and must not keep its own lock on
+        // the row it found: an executor that then finds the pool full would hold that task back
+        // from the executor that gets the slot (which would take the next task instead). So it
+        // runs in a subtransaction that is rolled back.
+        let found = crate::transaction::in_subtransaction(
+            || {
+                first(next.run_by_index(client, &[full.clone().into()])).map(|row| {
+                    (
+                        named::<String>(&row, "pool"),
+                        named::<bool>(&row, "limited").unwrap_or(false),
+                    )
+                })
+            },
+            |_| false,
+        )
+        .unwrap_or_else(|error| error.rethrow());
+        let (pool, limited) = found?;
         match pool {
             None => return Some(None),
             Some(pool) if !limited => return Some(Some(pool)),
