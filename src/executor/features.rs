@@ -51,23 +51,17 @@ pub(crate) fn features(client: &mut SpiClient<'_>) -> Features {
         return cached;
     }
     let row = first(READ.run(client, &[]));
+    // Without an answer, assume each exists: the statements that look are always right.
+    let has = |column: &str| {
+        row.as_ref()
+            .and_then(|r| named::<bool>(r, column))
+            .unwrap_or(true)
+    };
     let now = Features {
-        handlers: row
-            .as_ref()
-            .and_then(|r| named::<bool>(r, "handlers"))
-            .unwrap_or(true),
-        pools: row
-            .as_ref()
-            .and_then(|r| named::<bool>(r, "pools"))
-            .unwrap_or(true),
-        priorities: row
-            .as_ref()
-            .and_then(|r| named::<bool>(r, "priorities"))
-            .unwrap_or(true),
-        limits: row
-            .as_ref()
-            .and_then(|r| named::<bool>(r, "limits"))
-            .unwrap_or(true),
+        handlers: has("handlers"),
+        pools: has("pools"),
+        priorities: has("priorities"),
+        limits: has("limits"),
     };
     if let Some(g) = generation {
         CACHED.set(Some((g, now)));

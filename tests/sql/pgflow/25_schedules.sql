@@ -3,7 +3,7 @@
 -- one run per tick, a tick never twice, catch-up and skip after downtime; list, pause, resume,
 -- unschedule; the flow's deletion.
 BEGIN;
-SELECT plan(41);
+SELECT plan(43);
 \ir helpers/common.psql
 
 SELECT pgflow.create_flow('sch');
@@ -118,6 +118,14 @@ SELECT is((SELECT NOT paused AND next_fire_at = date_trunc('minute', now()) + in
            FROM pgflow.list_schedules() WHERE schedule_id = pg_temp.id('minutely')), true,
           'resumed, it goes on from its next tick after now');
 SELECT is((SELECT count(*)::int FROM pgflow.list_schedules()), 3, 'list_schedules lists the three schedules');
+GRANT SELECT ON ids TO pgflow_t_erin;
+SET LOCAL ROLE pgflow_t_erin;
+SELECT throws_ok(format('SELECT pgflow.pause_schedule(%s)', pg_temp.id('skip')), '42501',
+                 format('must be the owner of schedule %s to change it', pg_temp.id('skip')),
+                 'another role cannot pause someone else''s schedule');
+SELECT throws_ok(format('SELECT pgflow.unschedule(%s)', pg_temp.id('skip')), '42501', NULL,
+                 'nor remove it');
+RESET ROLE;
 SELECT pgflow.unschedule(pg_temp.id('skip'));
 SELECT is((SELECT count(*)::int FROM pgflow.list_schedules()), 2, 'unschedule removes one');
 SELECT is((SELECT count(*)::int FROM pgflow.runs WHERE flow_slug = 'sch'), 7, 'the runs schedules started are kept');
