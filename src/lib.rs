@@ -55,6 +55,11 @@ pgrx::extension_sql_file!(
     name = "pgflow_schedule",
     requires = ["pgflow_schema"]
 );
+pgrx::extension_sql_file!(
+    "../sql/pgflow_invariants.sql",
+    name = "pgflow_invariants",
+    requires = ["pgflow_executor"]
+);
 pgrx::extension_sql_file!("../sql/pgflow_api.sql", name = "pgflow_api", finalize);
 
 #[pg_guard]

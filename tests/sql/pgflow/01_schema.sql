@@ -348,7 +348,7 @@ SELECT is_empty($$SELECT name FROM actual_functions
                                      'cancel_run', 'run_status', 'pause_run', 'resume_run', 'start_run',
                                      'set_flow_priority', 'set_flow_concurrency', 'retry_run', 'run_history',
                                      'schedule_flow', 'list_schedules', 'pause_schedule', 'resume_schedule',
-                                     'unschedule')$$,
+                                     'unschedule', 'check_invariants')$$,
                 'beyond the contract''s 31, schema pgflow holds only internal helpers (_name), prune_data_older_than (2.8) and the documented functions of steps run by the database and of run control');
 SELECT is((SELECT count(*)::int FROM actual_functions GROUP BY name ORDER BY 1 DESC LIMIT 1), 1,
           'no function name is overloaded');
