@@ -21,7 +21,7 @@ use crate::statement::{Statement, first};
 static CANCEL: Statement = Statement::new(
     concat!(
         "WITH run AS (
-             UPDATE pgflow.runs SET status = 'failed', failed_at = now()
+             UPDATE pgflow.runs SET status = 'failed', failed_at = greatest(now(), started_at)
              WHERE run_id = $1
              RETURNING run_id, flow_slug, failed_at
          ), control AS (

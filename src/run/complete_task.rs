@@ -32,14 +32,14 @@ macro_rules! map_step_output_sql {
 static COMPLETE_SINGLE: Statement = Statement::new(
     concat!(
         "WITH task AS (
-             UPDATE pgflow.step_tasks t SET status = 'completed', completed_at = now(), output = $4
+             UPDATE pgflow.step_tasks t SET status = 'completed', completed_at = greatest(now(), t.started_at), output = $4
              WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = ",
         status!("started"),
         "
              RETURNING t, t.message_id
          ), step AS (
              UPDATE pgflow.step_states ss
-             SET remaining_tasks = 0, status = 'completed', completed_at = now(), output = $4
+             SET remaining_tasks = 0, status = 'completed', completed_at = greatest(now(), ss.started_at), output = $4
              WHERE ss.run_id = $1 AND ss.step_slug = $2 AND EXISTS (SELECT 1 FROM task)
              RETURNING ss.run_id, ss.flow_slug, ss.step_slug, ss.output, ss.completed_at, false AS skipped
          )",
@@ -51,7 +51,7 @@ static COMPLETE_SINGLE: Statement = Statement::new(
 
 static COMPLETE_TASK_ROW: Statement = Statement::new(
     concat!(
-        "UPDATE pgflow.step_tasks t SET status = 'completed', completed_at = now(), output = $4
+        "UPDATE pgflow.step_tasks t SET status = 'completed', completed_at = greatest(now(), t.started_at), output = $4
          WHERE t.run_id = $1 AND t.step_slug = $2 AND t.task_index = $3 AND t.status = ",
         status!("started"),
         "
@@ -66,7 +66,7 @@ static STEP_TASK_DONE: Statement = Statement::new(
         "UPDATE pgflow.step_states ss
          SET remaining_tasks = ss.remaining_tasks - 1,
              status = CASE WHEN ss.remaining_tasks = 1 THEN 'completed' ELSE ss.status END,
-             completed_at = CASE WHEN ss.remaining_tasks = 1 THEN now() ELSE ss.completed_at END,
+             completed_at = CASE WHEN ss.remaining_tasks = 1 THEN greatest(now(), ss.started_at) ELSE ss.completed_at END,
              output = CASE WHEN ss.remaining_tasks <> 1 THEN ss.output
                            WHEN $3 = 'single' THEN $4
                            ELSE ",
@@ -89,7 +89,7 @@ static MAP_STEP_PROGRESS: Statement = Statement::new(
          UPDATE pgflow.step_states ss
          SET remaining_tasks = total.remaining,
              status = CASE WHEN total.remaining = 0 THEN 'completed' ELSE ss.status END,
-             completed_at = CASE WHEN total.remaining = 0 THEN now() ELSE ss.completed_at END,
+             completed_at = CASE WHEN total.remaining = 0 THEN greatest(now(), ss.started_at) ELSE ss.completed_at END,
              output = CASE WHEN total.remaining = 0 THEN ",
         map_step_output_sql!(),
         " END

@@ -47,7 +47,7 @@ static CONDITION_SKIP: Statement = Statement::new(
     concat!(
         "WITH skipped AS (
              UPDATE pgflow.step_states ss
-             SET status = 'skipped', skip_reason = 'condition_unmet', skipped_at = now()
+             SET status = 'skipped', skip_reason = 'condition_unmet', skipped_at = greatest(now(), ss.created_at)
              FROM pgflow.steps s
              WHERE ss.run_id = $1 AND ss.step_slug = ANY($2)
                AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug

@@ -19,7 +19,7 @@ use crate::status;
 
 static FAIL_TASK_OF_FAILED_RUN: Statement = Statement::new(
     concat!(
-        "UPDATE pgflow.step_tasks SET status = 'failed', failed_at = now(), error_message = $4
+        "UPDATE pgflow.step_tasks SET status = 'failed', failed_at = greatest(now(), started_at), error_message = $4
          WHERE run_id = $1 AND step_slug = $2 AND task_index = $3 AND status = ",
         status!("started")
     ),
@@ -32,7 +32,7 @@ static FAIL_TASK_ROW: Statement = Statement::new(
         "UPDATE pgflow.step_tasks t
          SET status = CASE WHEN t.attempts_count < cfg.max_attempts THEN 'queued' ELSE 'failed' END,
              started_at = CASE WHEN t.attempts_count < cfg.max_attempts THEN NULL ELSE t.started_at END,
-             failed_at = CASE WHEN t.attempts_count < cfg.max_attempts THEN NULL ELSE now() END,
+             failed_at = CASE WHEN t.attempts_count < cfg.max_attempts THEN NULL ELSE greatest(now(), t.started_at) END,
              error_message = $4
          FROM (SELECT coalesce(s.opt_max_attempts, f.opt_max_attempts) AS max_attempts
                FROM pgflow.steps s JOIN pgflow.flows f ON f.flow_slug = s.flow_slug

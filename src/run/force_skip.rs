@@ -26,7 +26,7 @@ static FORCE_SKIP: Statement = Statement::new(
              UPDATE pgflow.step_states ss
              SET status = 'skipped',
                  skip_reason = CASE WHEN ss.step_slug = $2 THEN $3 ELSE 'dependency_skipped' END,
-                 skipped_at = now(),
+                 skipped_at = greatest(now(), ss.created_at),
                  remaining_tasks = NULL
              FROM pgflow.steps s
              WHERE ss.run_id = $1 AND ss.step_slug IN (SELECT step_slug FROM targets)

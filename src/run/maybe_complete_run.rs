@@ -11,7 +11,7 @@ static MAYBE_COMPLETE: Statement = Statement::new(
     concat!(
         "WITH run AS (
              UPDATE pgflow.runs r
-             SET status = 'completed', completed_at = now(),
+             SET status = 'completed', completed_at = greatest(now(), r.started_at),
                  output = (SELECT jsonb_object_agg(ss.step_slug, ss.output)
                            FROM pgflow.step_states ss
                            WHERE ss.run_id = r.run_id AND ss.status = 'completed'

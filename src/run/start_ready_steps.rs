@@ -179,7 +179,7 @@ fn start_and_enqueue_sql(queue_table: &str, handlers: bool) -> String {
              FOR UPDATE OF ss
          ), started AS (
              UPDATE pgflow.step_states ss
-             SET status = 'started', started_at = now(), remaining_tasks = ss.initial_tasks
+             SET status = 'started', started_at = greatest(now(), ss.created_at), remaining_tasks = ss.initial_tasks
              FROM ready
              WHERE ss.run_id = ready.run_id AND ss.step_slug = ready.step_slug
              RETURNING ss.flow_slug, ss.run_id, ss.step_slug, ss.started_at, ss.remaining_tasks,

@@ -26,7 +26,7 @@ macro_rules! claim_tasks_sql {
         concat!(
             "WITH candidates AS MATERIALIZED (", $candidates, ")
              UPDATE pgflow.step_tasks t
-             SET attempts_count = t.attempts_count + 1, status = 'started', started_at = now(),
+             SET attempts_count = t.attempts_count + 1, status = 'started', started_at = greatest(now(), t.queued_at),
                  last_worker_id = ", $worker, "
              FROM candidates c, pgflow.steps s", $from, "
              WHERE ", $check, "

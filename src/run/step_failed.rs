@@ -12,11 +12,11 @@ use crate::statement::{Statement, first, named};
 static STEP_AND_RUN_FAILED: Statement = Statement::new(
     concat!(
         "WITH step AS (
-             UPDATE pgflow.step_states SET status = 'failed', failed_at = now(), error_message = $3
+             UPDATE pgflow.step_states SET status = 'failed', failed_at = greatest(now(), started_at), error_message = $3
              WHERE run_id = $1 AND step_slug = $2
              RETURNING run_id, step_slug, failed_at
          ), run AS (
-             UPDATE pgflow.runs SET status = 'failed', failed_at = now()
+             UPDATE pgflow.runs SET status = 'failed', failed_at = greatest(now(), started_at)
              WHERE run_id = $1
              RETURNING run_id, flow_slug, failed_at
          )
@@ -53,7 +53,7 @@ static STEP_SKIPPED_BY_FAILURE: Statement = Statement::new(
     concat!(
         "WITH step AS (
              UPDATE pgflow.step_states
-             SET status = 'skipped', skip_reason = 'handler_failed', skipped_at = now(), error_message = $3,
+             SET status = 'skipped', skip_reason = 'handler_failed', skipped_at = greatest(now(), created_at), error_message = $3,
                  remaining_tasks = NULL, failed_at = NULL
              WHERE run_id = $1 AND step_slug = $2 AND status <> 'skipped'
              RETURNING run_id, step_slug, error_message, skipped_at
@@ -117,7 +117,7 @@ static TYPE_CHECK: Statement = Statement::new(
 
 static TYPE_VIOLATION_RUN: Statement = Statement::new(
     concat!(
-        "UPDATE pgflow.runs SET status = 'failed', failed_at = now()
+        "UPDATE pgflow.runs SET status = 'failed', failed_at = greatest(now(), started_at)
          WHERE run_id = $1
          RETURNING ",
         run_failed_event!("run_id", "flow_slug", "failed_at")
@@ -129,12 +129,12 @@ static TYPE_VIOLATION_TASK_AND_STEP: Statement = Statement::new(
     concat!(
         "WITH task AS (
              UPDATE pgflow.step_tasks
-             SET status = 'failed', failed_at = now(), output = $3,
+             SET status = 'failed', failed_at = greatest(now(), queued_at, started_at), output = $3,
                  error_message = '[TYPE_VIOLATION] Produced ' || $4 || ' instead of array'
              WHERE run_id = $1 AND step_slug = $2 AND task_index = $6
          ), step AS (
              UPDATE pgflow.step_states
-             SET status = 'failed', failed_at = now(),
+             SET status = 'failed', failed_at = greatest(now(), started_at),
                  error_message = '[TYPE_VIOLATION] Map step ' || $5 || ' expects array input but dependency '
                                  || $2 || ' produced ' || $4
              WHERE run_id = $1 AND step_slug = $2

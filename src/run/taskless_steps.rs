@@ -15,7 +15,8 @@ static TASKLESS_PASS: Statement = Statement::new(
     concat!(
         "WITH done AS (
              UPDATE pgflow.step_states ss
-             SET status = 'completed', started_at = now(), completed_at = now(), remaining_tasks = 0,
+             SET status = 'completed', started_at = greatest(now(), ss.created_at),
+                 completed_at = greatest(now(), ss.created_at), remaining_tasks = 0,
                  output = CASE WHEN s.step_type = 'map' THEN '[]'::jsonb END
              FROM pgflow.steps s
              WHERE ss.run_id = $1 AND ss.status = 'created' AND ss.remaining_deps = 0 AND ss.initial_tasks = 0

@@ -7,9 +7,9 @@ $$ SELECT ('00000000-0000-0000-0000-' || lpad(n::text, 12, '0'))::uuid $$;
 CREATE FUNCTION wid() RETURNS uuid LANGUAGE sql IMMUTABLE AS
 $$ SELECT '00000000-0000-0000-0000-0000000000aa'::uuid $$;
 
--- Flow r: roots a and c, b after a. A run of it whose root tasks are started (unless not
--- start), as an external worker would have them.
-CREATE PROCEDURE make_run(max_attempts integer DEFAULT 1, start boolean DEFAULT true)
+-- Flow r: roots a and c, b after a. A run of it (unless not run) whose root tasks are started
+-- (unless not start), as an external worker would have them.
+CREATE PROCEDURE make_run(max_attempts integer DEFAULT 1, start boolean DEFAULT true, run boolean DEFAULT true)
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pgflow.create_flow('r', max_attempts => max_attempts, base_delay => 0, timeout => 5);
@@ -18,6 +18,9 @@ BEGIN
     PERFORM pgflow.add_step('r', 'b', ARRAY['a']);
     INSERT INTO pgflow.workers (worker_id, queue_name, function_name) VALUES (wid(), 'r', 'w')
     ON CONFLICT DO NOTHING;
+    IF NOT run THEN
+        RETURN;
+    END IF;
     PERFORM pgflow.start_flow('r', '{}', rid());
     IF start THEN
         PERFORM pgflow.start_tasks('r', ARRAY(SELECT message_id FROM pgflow.step_tasks WHERE run_id = rid()), wid());
