@@ -17,10 +17,15 @@ export PGHOST=localhost PGPORT=$PORT PGUSER=postgres
 
 bash scripts/cluster.sh --fresh $CLUSTER "$PORT" "$DB" "pgflow.executors=2" "pgflow.worker_interval_ms=200" "pgflow.timeout_grace=0" \
   >/dev/null || { echo "not ok 1 - cluster starts"; exit 1; }
-[ "${PGFLOW_KEEP_CLUSTER:-0}" == 1 ] || trap 'pg_dropcluster --stop 15 $CLUSTER >/dev/null 2>&1 || true' EXIT
 psql -X -q -d postgres -c "CREATE DATABASE $DB" >/dev/null && psql -X -q -d $DB -c "CREATE EXTENSION pgflow_core" >/dev/null \
   || { echo "not ok 1 - database and extension"; exit 1; }
 
+# A 1 MB file system for a tablespace that fills up (disk full).
+tiny=$(mktemp -d /tmp/pgflow_crash_tiny.XXXXXX)
+mount -t tmpfs -o size=1M,mode=700 tmpfs "$tiny" || { echo "not ok 1 - mount a 1 MB tmpfs (needs root)"; exit 1; }
+chown postgres: "$tiny"
+[ "${PGFLOW_KEEP_CLUSTER:-0}" == 1 ] \
+  || trap 'pg_dropcluster --stop 15 $CLUSTER >/dev/null 2>&1; umount "$tiny"; rmdir "$tiny"' EXIT
 : >"/var/log/postgresql/postgresql-15-$CLUSTER.log"  # this run's lines only
 venv=$(pwd)/target/pyvenv-crash
 if ! "$venv/bin/python" -c "import psycopg" 2>/dev/null; then
@@ -28,5 +33,5 @@ if ! "$venv/bin/python" -c "import psycopg" 2>/dev/null; then
 fi
 CRASH_DSN="host=localhost port=$PORT user=postgres dbname=$DB" \
 CRASH_PGDATA=/var/lib/postgresql/15/$CLUSTER CRASH_CLUSTER=$CLUSTER \
-CRASH_LOG=/var/log/postgresql/postgresql-15-$CLUSTER.log \
+CRASH_LOG=/var/log/postgresql/postgresql-15-$CLUSTER.log CRASH_TINY_SPACE=$tiny \
   "$venv/bin/python" tests/crash/crash_test.py

@@ -319,6 +319,117 @@ def killed_backend_test():
           restarted is not None and restarted <= TIMEOUT + 1, restarted)
 
 
+def disk_full_test():
+    """A flow whose queue lives in a 1 MB tablespace: starts and completions that run out of
+    space fail with 53100 and change nothing; once the queue moves elsewhere, every run goes on."""
+    space = os.environ["CRASH_TINY_SPACE"]
+    with connect() as conn:
+        conn.execute(f"CREATE TABLESPACE tiny LOCATION '{space}'")
+        conn.execute("SET default_tablespace = tiny")
+        conn.execute("SELECT pgflow.create_flow('full', max_attempts => 1)")
+        conn.execute("SELECT pgflow.add_step('full', 'a')")
+        conn.execute("SELECT pgflow.add_step('full', 'b', ARRAY['a'])")
+        conn.execute("SELECT pgflow.add_step('full', 'm', step_type => 'map')")
+    started, codes = 0, {}
+    with connect() as conn:
+        for i in range(400):
+            try:
+                # 20 map tasks and their messages per run, each with a 2 kB payload.
+                conn.execute(
+                    "SELECT pgflow.start_flow('full', (SELECT jsonb_agg(repeat(md5(g::text), 64)) "
+                    "FROM generate_series(1, 20) g))")
+                started += 1
+            except psycopg.Error as e:
+                codes[e.sqlstate] = codes.get(e.sqlstate, 0) + 1
+            if sum(codes.values()) >= 20:
+                break
+    check(f"starts fail with 53100 (disk full) once the tablespace is full: {started} started, errors {codes}",
+          started > 0 and set(codes) == {"53100"}, codes)
+    rows = query("SELECT count(*) FROM pgflow.runs WHERE flow_slug = 'full'")[0][0]
+    check("each start either made its run or nothing", rows == started, rows)
+    rows = query("SELECT invariant, detail FROM pgflow.check_invariants('full')")
+    check("the invariants hold after the failed starts", not rows, rows)
+
+    # Completing a's tasks archives their messages (into the full tablespace) and queues b's.
+    wid = str(uuid.uuid4())
+    done, codes = 0, {}
+    with connect() as conn:
+        conn.execute("INSERT INTO pgflow.workers (worker_id, queue_name, function_name) VALUES (%s, 'full', 'w')", (wid,))
+        ids = [r[0] for r in conn.execute(
+            "SELECT message_id FROM pgflow.step_tasks WHERE flow_slug = 'full' AND step_slug = 'a'").fetchall()]
+        conn.execute("SELECT count(*) FROM pgflow.start_tasks('full', %s::bigint[], %s::uuid)", (ids, wid))
+        for (run_id,) in conn.execute("SELECT run_id FROM pgflow.runs WHERE flow_slug = 'full'").fetchall():
+            try:
+                conn.execute("SELECT pgflow.complete_task(%s, 'a', 0, to_jsonb(repeat('x', 3000)))", (run_id,))
+                done += 1
+            except psycopg.Error as e:
+                codes[e.sqlstate] = codes.get(e.sqlstate, 0) + 1
+    rows = query("SELECT invariant, detail FROM pgflow.check_invariants('full')")
+    check(f"completions on a full disk commit whole or not at all ({done} completed, errors {codes}): "
+          f"the invariants hold", not rows and set(codes) <= {"53100"}, rows)
+
+    # Room again: the queue and its archive move to the default tablespace; everything goes on.
+    with connect() as conn:
+        conn.execute("ALTER TABLE pgmq.q_full SET TABLESPACE pg_default")
+        conn.execute("ALTER TABLE pgmq.a_full SET TABLESPACE pg_default")
+        conn.execute("ALTER INDEX ALL IN TABLESPACE tiny SET TABLESPACE pg_default")
+        # The a tasks whose completion failed are still started: their worker completes them now.
+        conn.execute("SELECT count(*) FROM pgflow.step_tasks t, "
+                     "LATERAL pgflow.complete_task(t.run_id, t.step_slug, t.task_index, '1') "
+                     "WHERE t.flow_slug = 'full' AND t.status = 'started'")
+        for _ in range(200):
+            ids = [r[0] for r in conn.execute("SELECT msg_id FROM pgmq.read('full', 30, 100)").fetchall()]
+            if not ids:
+                break
+            for run_id, step, index_ in conn.execute(
+                    "SELECT run_id, step_slug, task_index FROM pgflow.start_tasks('full', %s::bigint[], %s::uuid)",
+                    (ids, wid)).fetchall():
+                conn.execute("SELECT pgflow.complete_task(%s, %s, %s, '1')", (run_id, step, index_))
+    rows = query("SELECT status, count(*) FROM pgflow.runs WHERE flow_slug = 'full' GROUP BY 1")
+    check("with room again, every run of the full flow completes", rows == [("completed", started)], rows)
+    rows = query("SELECT invariant, detail FROM pgflow.check_invariants('full')")
+    check("and the invariants hold", not rows, rows)
+
+
+def interrupted_calls_test():
+    """statement_timeout cuts calls short at random points (a big map's start, its completions,
+    cancel): each call is all or nothing, so the invariants hold after every one."""
+    rng = random.Random(SEED)
+    with connect() as conn:
+        conn.execute("SELECT pgflow.create_flow('cut', max_attempts => 1)")
+        conn.execute("SELECT pgflow.add_step('cut', 'm', step_type => 'map')")
+        conn.execute("SELECT pgflow.add_step('cut', 'z', ARRAY['m'])")
+        conn.execute("SET work_mem = '64kB'")
+        wid = str(uuid.uuid4())
+        conn.execute("INSERT INTO pgflow.workers (worker_id, queue_name, function_name) VALUES (%s, 'cut', 'w')", (wid,))
+        cut, ok, broken = 0, 0, []
+        for i in range(60):
+            ms = rng.randint(1, 40)
+            conn.execute(f"SET statement_timeout = {ms}")
+            try:
+                op = rng.choice(["start", "start", "complete", "complete", "cancel"])
+                if op == "start":
+                    conn.execute("SELECT pgflow.start_flow('cut', (SELECT jsonb_agg(g) FROM generate_series(1, 3000) g))")
+                elif op == "complete":
+                    conn.execute(
+                        "SELECT count(*) FROM pgflow.start_tasks('cut', ARRAY(SELECT msg_id FROM pgmq.read('cut', 30, 500)), "
+                        "%s::uuid) t, LATERAL pgflow.complete_task(t.run_id, t.step_slug, t.task_index, '1')",
+                        (wid,))
+                else:
+                    conn.execute("SELECT pgflow.cancel_run(run_id) FROM pgflow.runs "
+                                 "WHERE flow_slug = 'cut' AND status = 'started' LIMIT 1")
+                ok += 1
+            except psycopg.errors.QueryCanceled:
+                cut += 1
+            conn.execute("SET statement_timeout = 0")
+            rows = conn.execute("SELECT invariant, detail FROM pgflow.check_invariants('cut')").fetchall()
+            if rows:
+                broken.append((i, op, ms, rows[:3]))
+    print(f"# interrupted calls: {cut} cut short by statement_timeout, {ok} finished", flush=True)
+    check("calls cut short at random points leave no half-done state (invariants after each of 60)",
+          cut > 0 and not broken, broken[:3])
+
+
 def server_log_test():
     """Our background processes logged no failure, and nothing panicked (the crash itself and the
     backends it took down log as expected)."""
@@ -333,6 +444,8 @@ def main():
     setup()
     crash_test()
     killed_backend_test()
+    disk_full_test()
+    interrupted_calls_test()
     server_log_test()
     print(f"1..{n}")
     sys.exit(1 if failures else 0)
