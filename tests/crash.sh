@@ -27,7 +27,7 @@ chown postgres: "$tiny"
 [ "${PGFLOW_KEEP_CLUSTER:-0}" == 1 ] \
   || trap 'pg_dropcluster --stop 15 $CLUSTER >/dev/null 2>&1; umount "$tiny"; rmdir "$tiny"' EXIT
 : >"/var/log/postgresql/postgresql-15-$CLUSTER.log"  # this run's lines only
-venv=$(pwd)/target/pyvenv-crash
+venv=$(pwd)/target/pyvenv-psycopg
 if ! "$venv/bin/python" -c "import psycopg" 2>/dev/null; then
   python3 -m venv "$venv" && "$venv/bin/pip" install -q 'psycopg[binary]==3.2.*' || { echo "not ok 1 - psycopg"; exit 1; }
 fi

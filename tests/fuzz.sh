@@ -12,7 +12,7 @@ export PGHOST=localhost PGPORT=$PORT PGUSER=postgres
 log=$(pg_lsclusters -h | awk -v p="$PORT" '$3 == p { print $7 }')
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null \
   && psql -X -q -d $DB -c "CREATE EXTENSION pgflow_core" >/dev/null || { echo "not ok 1 - database"; exit 1; }
-venv=$(pwd)/target/pyvenv-crash
+venv=$(pwd)/target/pyvenv-psycopg
 if ! "$venv/bin/python" -c "import psycopg" 2>/dev/null; then
   python3 -m venv "$venv" && "$venv/bin/pip" install -q 'psycopg[binary]==3.2.*' || { echo "not ok 1 - psycopg"; exit 1; }
 fi
