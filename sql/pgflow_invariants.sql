@@ -1,9 +1,11 @@
 -- pgflow.check_invariants: what must always hold of the engine's bookkeeping, as one row per
 -- violation (no row: all is well). It reads one snapshot, so it may run while workers work. The
 -- race, crash and fuzz tests call it after every case; operators may call it after trouble.
+-- SECURITY DEFINER, so that pgflow_observer may run it: it shows ids, statuses and counts, never
+-- inputs or outputs (EXECUTE is revoked from PUBLIC with the others, pgflow_api.sql).
 CREATE FUNCTION pgflow.check_invariants(flow_slug text DEFAULT NULL)
 RETURNS TABLE (invariant text, run_id uuid, step_slug text, detail text)
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

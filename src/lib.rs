@@ -22,6 +22,7 @@ pub mod executor;
 pub mod flow;
 pub mod guc;
 pub mod memory;
+pub mod privileges;
 pub mod queue;
 pub mod run;
 pub mod schedule;
@@ -59,6 +60,11 @@ pgrx::extension_sql_file!(
     "../sql/pgflow_invariants.sql",
     name = "pgflow_invariants",
     requires = ["pgflow_executor"]
+);
+pgrx::extension_sql_file!(
+    "../sql/pgflow_roles.sql",
+    name = "pgflow_roles",
+    requires = ["pgflow_invariants"]
 );
 pgrx::extension_sql_file!("../sql/pgflow_api.sql", name = "pgflow_api", finalize);
 

@@ -332,6 +332,7 @@ fn unchanged(
 #[pg_schema]
 mod pgflow {
     use super::*;
+    use crate::privileges::as_worker_of_run;
 
     /// Completes a started task; may complete its step, start dependents and complete the run.
     #[pg_extern(requires = ["pgflow_schema"])]
@@ -344,7 +345,9 @@ mod pgflow {
         let outer = caller_context();
         let row = match (run_id, step_slug, task_index) {
             (Some(run_id), Some(step_slug), Some(task_index)) => Spi::connect_mut(|client| {
-                super::complete_task(client, outer, run_id, step_slug, task_index, output)
+                as_worker_of_run(client, run_id, |client| {
+                    super::complete_task(client, outer, run_id, step_slug, task_index, output)
+                })
             }),
             _ => None,
         };

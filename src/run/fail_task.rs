@@ -181,6 +181,7 @@ pub(crate) fn fail_task(
 #[pg_schema]
 mod pgflow {
     use super::*;
+    use crate::privileges::as_worker_of_run;
 
     /// Records a failed attempt: retry with backoff, or fail/skip the step when exhausted.
     #[pg_extern(requires = ["pgflow_schema"])]
@@ -193,7 +194,9 @@ mod pgflow {
         let outer = caller_context();
         let row = match (run_id, step_slug, task_index) {
             (Some(run_id), Some(step_slug), Some(task_index)) => Spi::connect_mut(|client| {
-                super::fail_task(client, outer, run_id, step_slug, task_index, error_message)
+                as_worker_of_run(client, run_id, |client| {
+                    super::fail_task(client, outer, run_id, step_slug, task_index, error_message)
+                })
             }),
             _ => None,
         };

@@ -502,6 +502,7 @@ fn form_record(
 #[pg_schema]
 mod pgflow {
     use super::*;
+    use crate::privileges::as_worker_of_flow;
 
     /// Starts the queued tasks behind the given messages and returns their inputs.
     #[pg_extern(requires = ["pgflow_schema"])]
@@ -513,7 +514,9 @@ mod pgflow {
         let outer = caller_context();
         let records: Vec<TaskRecord> = match msg_ids {
             Some(ids) if !ids.is_empty() => Spi::connect_mut(|client| {
-                super::start_tasks(client, outer, flow_slug, ids, worker_id)
+                as_worker_of_flow(client, flow_slug, |client| {
+                    super::start_tasks(client, outer, flow_slug, ids, worker_id)
+                })
             }),
             _ => Vec::new(),
         };

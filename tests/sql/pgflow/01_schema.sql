@@ -348,7 +348,7 @@ SELECT is_empty($$SELECT name FROM actual_functions
                                      'cancel_run', 'run_status', 'pause_run', 'resume_run', 'start_run',
                                      'set_flow_priority', 'set_flow_concurrency', 'retry_run', 'run_history',
                                      'schedule_flow', 'list_schedules', 'pause_schedule', 'resume_schedule',
-                                     'unschedule', 'check_invariants')$$,
+                                     'unschedule', 'check_invariants', 'create_roles', 'grant_flow', 'revoke_flow')$$,
                 'beyond the contract''s 31, schema pgflow holds only internal helpers (_name), prune_data_older_than (2.8) and the documented functions of steps run by the database and of run control');
 SELECT is((SELECT count(*)::int FROM actual_functions GROUP BY name ORDER BY 1 DESC LIMIT 1), 1,
           'no function name is overloaded');
@@ -356,7 +356,7 @@ SELECT is_empty('SELECT name FROM actual_functions WHERE (strict OR kind <> ''f'
                 'no pgflow function is STRICT, all are plain functions');
 SELECT set_eq($$SELECT name, vol FROM actual_functions WHERE name IN (SELECT name FROM expected_functions)$$,
               'SELECT name, vol FROM expected_functions', 'volatility of every function as in 2.0');
-SELECT set_eq($$SELECT name FROM actual_functions WHERE secdef AND name <> '_insert_map_tasks'$$,
+SELECT set_eq($$SELECT name FROM actual_functions WHERE secdef AND name NOT IN ('_insert_map_tasks', 'check_invariants')$$,
               'SELECT name FROM expected_functions WHERE secdef',
               'exactly the six SECURITY DEFINER functions of 2.0 (and the internal _insert_map_tasks)');
 SELECT set_eq($$SELECT name FROM actual_functions WHERE parallel = 's'$$,

@@ -54,9 +54,10 @@ DROP SCHEMA realtime CASCADE;
 SELECT is(
     (SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p
      WHERE p.pronamespace = 'pgflow'::regnamespace AND p.prosecdef),
-    ARRAY['_insert_map_tasks', 'cleanup_ensure_workers_logs', 'get_run_with_states', 'requeue_stalled_tasks',
-          'setup_ensure_workers_cron', 'setup_requeue_stalled_tasks_cron', 'start_flow_with_states'],
-    'the seven SECURITY DEFINER functions');
+    ARRAY['_insert_map_tasks', 'check_invariants', 'cleanup_ensure_workers_logs', 'get_run_with_states',
+          'requeue_stalled_tasks', 'setup_ensure_workers_cron', 'setup_requeue_stalled_tasks_cron',
+          'start_flow_with_states'],
+    'the eight SECURITY DEFINER functions');
 SELECT is(
     (SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p
      WHERE p.pronamespace IN ('pgflow'::regnamespace, 'pgmq'::regnamespace) AND p.prosecdef

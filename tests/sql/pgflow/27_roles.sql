@@ -1,0 +1,137 @@
+-- Least privilege: create_roles, grant_flow and revoke_flow; what a worker, an observer and a
+-- role with nothing granted can and cannot do. Roles made here go with the ROLLBACK.
+BEGIN;
+SELECT plan(51);
+\ir helpers/common.psql
+
+SELECT lives_ok('SELECT pgflow.create_roles()', 'create_roles makes the roles');
+SELECT lives_ok('SELECT pgflow.create_roles()', 'and may run again');
+SELECT is((SELECT array_agg(rolname::text || ':' || rolcanlogin ORDER BY rolname) FROM pg_roles
+           WHERE rolname IN ('pgflow_worker', 'pgflow_observer')),
+          ARRAY['pgflow_observer:false', 'pgflow_worker:false'], 'pgflow_worker and pgflow_observer, NOLOGIN');
+
+SELECT pgflow.create_flow('mine', max_attempts => 1);
+SELECT pgflow.add_step('mine', 'a');
+SELECT pgflow.add_step('mine', 'b', ARRAY['a']);
+SELECT pgflow.create_flow('theirs', max_attempts => 1);
+SELECT pgflow.add_step('theirs', 'a');
+SELECT pgmq.create('plain_q');
+SELECT pgmq.send('plain_q', '{"private": true}');
+SELECT pgflow.start_flow('mine', '{"secret": "m"}', '00000000-0000-0000-0000-00000000e001');
+SELECT pgflow.start_flow('theirs', '{"secret": "t"}', '00000000-0000-0000-0000-00000000e002');
+SELECT message_id AS theirs_msg FROM pgflow.step_tasks WHERE run_id = '00000000-0000-0000-0000-00000000e002' \gset
+
+CREATE ROLE pgflow_t_w1 IN ROLE pgflow_worker;
+CREATE ROLE pgflow_t_o1 IN ROLE pgflow_observer;
+CREATE ROLE pgflow_t_nobody;
+SELECT lives_ok($$SELECT pgflow.grant_flow('mine', 'pgflow_t_w1')$$, 'grant_flow');
+INSERT INTO pgflow.workers (worker_id, queue_name, function_name)
+VALUES ('00000000-0000-0000-0000-00000000e0aa', 'mine', 'w1');
+
+---------------------------------------------------------------------------------------------------
+-- A worker: the tasks of its flow, nothing else.
+---------------------------------------------------------------------------------------------------
+SET LOCAL ROLE pgflow_t_w1;
+SELECT msg_id AS mine_msg FROM pgmq.read('mine', 30, 10) \gset
+SELECT ok(:mine_msg IS NOT NULL, 'a worker reads the queue of a flow granted to it');
+SELECT is((SELECT flow_input ->> 'secret' FROM pgflow.start_tasks('mine', ARRAY[:mine_msg]::bigint[],
+                                                                   '00000000-0000-0000-0000-00000000e0aa')),
+          'm', 'starts its task and gets the input');
+SELECT is((SELECT status FROM pgflow.complete_task('00000000-0000-0000-0000-00000000e001', 'a', 0, '"out"')),
+          'completed', 'completes it');
+SELECT throws_ok($$SELECT * FROM pgmq.read('theirs', 30, 10)$$, '42501', NULL, 'reads no other flow''s queue');
+SELECT throws_ok($$SELECT * FROM pgmq.read('plain_q', 30, 10)$$, '42501', NULL, 'nor a plain queue');
+SELECT throws_ok(format('SELECT * FROM pgflow.start_tasks(%L, %L, %L)', 'theirs', ARRAY[:theirs_msg]::bigint[],
+                        '00000000-0000-0000-0000-00000000e0aa'),
+                 '42501', 'permission denied to work on flow "theirs": a superuser or the extension''s owner grants it with pgflow.grant_flow',
+                 'starts no task of another flow');
+SELECT throws_ok($$SELECT * FROM pgflow.complete_task('00000000-0000-0000-0000-00000000e002', 'a', 0, '1')$$,
+                 '42501', NULL, 'completes none');
+SELECT throws_ok($$SELECT * FROM pgflow.fail_task('00000000-0000-0000-0000-00000000e002', 'a', 0, 'x')$$,
+                 '42501', NULL, 'fails none');
+SELECT is_empty($$SELECT * FROM pgflow.complete_task('00000000-0000-0000-0000-00000000ffff', 'a', 0, '1')$$,
+                'a run that does not exist: no row, as for anyone');
+SELECT throws_ok($$SELECT * FROM pgflow.start_tasks(NULL, '{1}', '00000000-0000-0000-0000-00000000e0aa')$$,
+                 '42501', NULL, 'start_tasks without a flow: refused');
+SELECT throws_ok('SELECT input FROM pgflow.runs', '42501', NULL, 'reads no run input');
+SELECT throws_ok('SELECT output FROM pgflow.step_states', '42501', NULL, 'nor step outputs');
+SELECT throws_ok('SELECT output FROM pgflow.step_tasks', '42501', NULL, 'nor task outputs');
+SELECT throws_ok($$SELECT pgflow.get_run_with_states('00000000-0000-0000-0000-00000000e002')$$, '42501', NULL,
+                 'nor a run through get_run_with_states');
+SELECT throws_ok($$SELECT * FROM pgflow.cancel_run('00000000-0000-0000-0000-00000000e001')$$, '42501', NULL,
+                 'cancels no run, not even of its own flow');
+SELECT throws_ok($$SELECT * FROM pgflow.pause_run('00000000-0000-0000-0000-00000000e002')$$, '42501', NULL,
+                 'pauses none');
+SELECT throws_ok($$SELECT * FROM pgflow.start_flow('mine', '{}')$$, '42501', NULL, 'starts no run');
+SELECT throws_ok($$SELECT pgflow.create_flow('evil')$$, '42501', NULL, 'defines no flow');
+SELECT throws_ok($$SELECT pgflow.add_step('mine', 'evil')$$, '42501', NULL, 'adds no step');
+SELECT throws_ok($$SELECT pgflow.set_sql_handler('mine', 'b', 'SELECT 1')$$, '42501', NULL,
+                 'gives no step a SQL handler');
+SELECT throws_ok($$SELECT pgflow.set_program_handler('mine', 'b', ARRAY['/bin/true'])$$, '42501', NULL,
+                 'nor a program');
+SELECT throws_ok($$SELECT pgflow.schedule_flow('mine', '1 hour')$$, '42501', NULL, 'schedules nothing');
+SELECT pgflow.push_sql('SELECT current_user') AS adhoc_run \gset
+SELECT throws_ok($$SELECT pgmq.send('mine', '{}')$$, '42501', NULL, 'sends nothing into its flow''s queue');
+SELECT throws_ok(format('SELECT pgmq.delete(%L, %s::bigint)', 'mine', :mine_msg), '42501', NULL,
+                 'deletes no message of it');
+SELECT throws_ok($$SELECT pgflow.grant_flow('theirs', 'pgflow_t_w1')$$, '42501', 'permission denied to grant a flow',
+                 'grants itself no other flow');
+SELECT throws_ok($$SELECT pgflow.create_roles()$$, '42501', 'permission denied to create pgflow_core''s roles',
+                 'runs no create_roles');
+SELECT lives_ok($$UPDATE pgflow.workers SET last_heartbeat_at = now() WHERE worker_id = '00000000-0000-0000-0000-00000000e0aa'$$,
+                'beats its heartbeat');
+RESET ROLE;
+
+SELECT is((SELECT status FROM pgflow.step_states WHERE run_id = '00000000-0000-0000-0000-00000000e001' AND step_slug = 'b'),
+          'started', 'its completion moved the run on (b started)');
+SELECT pgflow.run_local_tasks();
+SELECT is((SELECT output ->> 'sql' FROM pgflow.runs WHERE run_id = :'adhoc_run'), 'pgflow_t_w1',
+          'ad-hoc SQL that a worker pushes runs as the worker itself, never as a more privileged role');
+SELECT is((SELECT last_worker_id FROM pgflow.step_tasks WHERE run_id = '00000000-0000-0000-0000-00000000e001' AND step_slug = 'a'),
+          '00000000-0000-0000-0000-00000000e0aa'::uuid, 'and the task names its worker');
+
+---------------------------------------------------------------------------------------------------
+-- An observer: states and check_invariants, no inputs, outputs or queues.
+---------------------------------------------------------------------------------------------------
+SET LOCAL ROLE pgflow_t_o1;
+SELECT is((SELECT array_agg(status ORDER BY run_id) FROM pgflow.runs WHERE flow_slug IN ('mine', 'theirs')),
+          ARRAY['started', 'started'],
+          'an observer reads the runs'' states');
+SELECT is((SELECT count(*)::int FROM pgflow.step_states WHERE status = 'completed' AND flow_slug IN ('mine', 'theirs')), 1,
+          'and the steps''');
+SELECT is((SELECT count(*)::int FROM pgflow.step_tasks WHERE flow_slug IN ('mine', 'theirs')), 3, 'and the tasks''');
+SELECT is_empty('SELECT * FROM pgflow.check_invariants()', 'and runs check_invariants');
+SELECT throws_ok('SELECT input FROM pgflow.runs', '42501', NULL, 'but reads no input');
+SELECT throws_ok('SELECT output FROM pgflow.step_states', '42501', NULL, 'no output');
+SELECT throws_ok('SELECT * FROM pgflow.step_tasks', '42501', NULL, 'no task output either');
+SELECT throws_ok($$SELECT * FROM pgmq.read('mine', 30, 1)$$, '42501', NULL, 'no queue');
+SELECT throws_ok($$SELECT * FROM pgflow.complete_task('00000000-0000-0000-0000-00000000e001', 'b', 0, '1')$$,
+                 '42501', NULL, 'works no task');
+SELECT throws_ok($$SELECT * FROM pgflow.cancel_run('00000000-0000-0000-0000-00000000e001')$$, '42501', NULL,
+                 'cancels no run');
+RESET ROLE;
+
+---------------------------------------------------------------------------------------------------
+-- A role with nothing granted, and revoke_flow.
+---------------------------------------------------------------------------------------------------
+SET LOCAL ROLE pgflow_t_nobody;
+SELECT throws_ok($$SELECT * FROM pgflow.complete_task('00000000-0000-0000-0000-00000000e001', 'b', 0, '1')$$,
+                 '42501', NULL, 'a role with nothing granted reaches no function');
+SELECT throws_ok($$SELECT * FROM pgmq.read('mine', 30, 1)$$, '42501', NULL, 'and no queue');
+RESET ROLE;
+
+SELECT lives_ok($$SELECT pgflow.revoke_flow('mine', 'pgflow_t_w1')$$, 'revoke_flow');
+SET LOCAL ROLE pgflow_t_w1;
+SELECT throws_ok($$SELECT * FROM pgflow.complete_task('00000000-0000-0000-0000-00000000e001', 'b', 0, '1')$$,
+                 '42501', NULL, 'after revoke_flow the worker works no task of the flow');
+RESET ROLE;
+
+SELECT throws_ok($$SELECT pgflow.grant_flow('nope', 'pgflow_t_w1')$$, '42704', 'flow "nope" does not exist',
+                 'grant_flow: an unknown flow');
+SELECT throws_ok($$SELECT pgflow.grant_flow('mine', NULL)$$, '22004', 'role_name must not be NULL',
+                 'grant_flow: no role');
+SELECT throws_ok($$SELECT pgflow.grant_flow('mine', 'pgflow_t_no_such_role')$$, '42704', NULL,
+                 'grant_flow: an unknown role');
+
+SELECT * FROM finish();
+ROLLBACK;
