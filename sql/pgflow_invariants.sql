@@ -12,7 +12,8 @@ DECLARE
     only_flow CONSTANT text := check_invariants.flow_slug;
     f record;
 BEGIN
-    -- Counters agree with the rows they count.
+    -- Counters agree with the rows they count (a skipped dependency is resolved, as a completed
+    -- one is).
     RETURN QUERY
     WITH s AS (
         SELECT ss.run_id, ss.step_slug, ss.status, ss.remaining_tasks, ss.remaining_deps, ss.initial_tasks,
@@ -24,7 +25,7 @@ BEGIN
                (SELECT count(*) FROM pgflow.deps d
                   JOIN pgflow.step_states p ON p.run_id = ss.run_id AND p.step_slug = d.dep_slug
                  WHERE d.flow_slug = ss.flow_slug AND d.step_slug = ss.step_slug
-                   AND p.status = 'completed') AS done_deps,
+                   AND p.status IN ('completed', 'skipped')) AS done_deps,
                (SELECT sum(x.remaining) FROM pgflow._step_shards x
                  WHERE x.run_id = ss.run_id AND x.step_slug = ss.step_slug) AS shard_sum
           FROM pgflow.step_states ss
@@ -33,7 +34,7 @@ BEGIN
     )
     SELECT 'step counters', s.run_id, s.step_slug,
            format('status %s, remaining_tasks %s, initial_tasks %s, tasks %s (completed %s), '
-                  'remaining_deps %s, deps %s (completed %s), shards'' sum %s',
+                  'remaining_deps %s, deps %s (resolved %s), shards'' sum %s',
                   s.status, s.remaining_tasks, s.initial_tasks, s.tasks, s.done,
                   s.remaining_deps, s.deps_count, s.done_deps, s.shard_sum)
       FROM s

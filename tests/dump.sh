@@ -26,22 +26,15 @@ q() { local db=$1; shift; psql -X -Atq -v ON_ERROR_STOP=1 -d "$db" -c "$1" 2>&1;
 recreate() { q postgres "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null; q postgres "CREATE DATABASE $1" >/dev/null; }
 trap 'rm -rf "$WORK"; for d in $SRC pgflow_dump_plain pgflow_dump_custom; do q postgres "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null; done' EXIT
 
-# Every row of every table that holds state, in a stable order (the comparison key).
+# Every row of every table of schemas pgflow and pgmq (read from the catalog, so a new table is
+# compared without a change here), and the queue's id sequence: the comparison key.
 snapshot() {
   q "$1" "
-    SELECT 'flows', count(*), md5(coalesce(string_agg(f::text, '|' ORDER BY flow_slug), '')) FROM pgflow.flows f
-    UNION ALL SELECT 'steps', count(*), md5(coalesce(string_agg(s::text, '|' ORDER BY flow_slug, step_slug), '')) FROM pgflow.steps s
-    UNION ALL SELECT 'deps', count(*), md5(coalesce(string_agg(d::text, '|' ORDER BY flow_slug, step_slug, dep_slug), '')) FROM pgflow.deps d
-    UNION ALL SELECT 'runs', count(*), md5(coalesce(string_agg(r::text, '|' ORDER BY run_id), '')) FROM pgflow.runs r
-    UNION ALL SELECT 'step_states', count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY run_id, step_slug), '')) FROM pgflow.step_states x
-    UNION ALL SELECT 'step_tasks', count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY run_id, step_slug, task_index), '')) FROM pgflow.step_tasks t
-    UNION ALL SELECT '_step_shards', count(*), md5(coalesce(string_agg(h::text, '|' ORDER BY run_id, step_slug, shard), '')) FROM pgflow._step_shards h
-    UNION ALL SELECT 'workers', count(*), md5(coalesce(string_agg(w::text, '|' ORDER BY worker_id), '')) FROM pgflow.workers w
-    UNION ALL SELECT 'worker_functions', count(*), md5(coalesce(string_agg(w::text, '|' ORDER BY function_name), '')) FROM pgflow.worker_functions w
-    UNION ALL SELECT 'queue', count(*), md5(coalesce(string_agg(m::text, '|' ORDER BY msg_id), '')) FROM pgmq.q_dumpflow m
-    UNION ALL SELECT 'archive', count(*), md5(coalesce(string_agg(m::text, '|' ORDER BY msg_id), '')) FROM pgmq.a_dumpflow m
-    UNION ALL SELECT 'meta', count(*), md5(coalesce(string_agg(m.queue_name, '|' ORDER BY queue_name), '')) FROM pgmq.meta m
-    UNION ALL SELECT 'queue ids', last_value, is_called::text FROM pgmq.q_dumpflow_msg_id_seq"
+    SELECT string_agg(format('SELECT %L AS t, count(*) AS n, md5(coalesce(string_agg(x::text, ''|'' ORDER BY x::text), '''')) FROM %s x',
+                             c.oid::regclass, c.oid::regclass), ' UNION ALL ' ORDER BY c.oid::regclass::text)
+    FROM pg_class c WHERE c.relnamespace IN ('pgflow'::regnamespace, 'pgmq'::regnamespace) AND c.relkind IN ('r', 'p')
+    \\gexec
+    SELECT 'queue ids', last_value, is_called::text FROM pgmq.q_dumpflow_msg_id_seq"
 }
 
 # Works off every task of the flow until no run is started; returns the number of completions.
@@ -66,7 +59,7 @@ drain() {
             END LOOP;
         END LOOP;
     END \$\$;
-    SELECT count(*) FILTER (WHERE status = 'completed') || '/' || count(*) FROM pgflow.runs"
+    SELECT count(*) FILTER (WHERE status = 'completed') || '/' || count(*) FROM pgflow.runs WHERE flow_slug = 'dumpflow'"
 }
 
 recreate $SRC
@@ -96,9 +89,44 @@ q $SRC "
           PERFORM pgflow.complete_task(t.run_id, t.step_slug, t.task_index, '2');
       END LOOP;
   END \$\$;" >/dev/null
+# Every other kind of object: a SQL handler in a pool with a queued task, a flow with a priority
+# and a concurrency limit whose runs are paused, waiting and cancelled, a rerun with its
+# history, idempotency keys, and a schedule.
+q $SRC "
+  SELECT pgflow.create_flow('dumpsql');
+  SELECT pgflow.add_step('dumpsql', 's');
+  SELECT pgflow.set_sql_handler('dumpsql', 's', 'SELECT jsonb_build_object(''got'', \$2)');
+  SELECT pgflow.create_pool('dumppool', 1);
+  SELECT pgflow.set_pool('dumpsql', 'dumppool');
+  SELECT pgflow.start_flow('dumpsql', '{\"n\": 1}', '00000000-0000-0000-0000-00000000d501');
+  SELECT pgflow.create_flow('dumpctl', max_attempts => 1);
+  SELECT pgflow.add_step('dumpctl', 'a');
+  SELECT pgflow.set_flow_priority('dumpctl', 5);
+  SELECT pgflow.set_flow_concurrency('dumpctl', 1);
+  SELECT pgflow.start_run('dumpctl', '{}', idempotency_key => 'k1', run_id => '00000000-0000-0000-0000-00000000d601');
+  SELECT pgflow.start_run('dumpctl', '{}', idempotency_key => 'k2', run_id => '00000000-0000-0000-0000-00000000d602');
+  SELECT pgflow.start_run('dumpctl', '{}', idempotency_key => 'k3', run_id => '00000000-0000-0000-0000-00000000d603');
+  SELECT pgflow.pause_run('00000000-0000-0000-0000-00000000d601');
+  SELECT pgflow.cancel_run('00000000-0000-0000-0000-00000000d603');
+  SELECT pgflow.create_flow('dumpretry', max_attempts => 1);
+  SELECT pgflow.add_step('dumpretry', 'a');
+  SELECT pgflow.start_flow('dumpretry', '{}', '00000000-0000-0000-0000-00000000d701');
+  SELECT pgflow.start_tasks('dumpretry', ARRAY(SELECT message_id FROM pgflow.step_tasks WHERE run_id = '00000000-0000-0000-0000-00000000d701'),
+                            '00000000-0000-0000-0000-0000000000d1');
+  SELECT pgflow.fail_task('00000000-0000-0000-0000-00000000d701', 'a', 0, 'first try');
+  SELECT pgflow.retry_run('00000000-0000-0000-0000-00000000d701');
+  SELECT pgflow.schedule_flow('dumpctl', '1 hour', '{\"scheduled\": true}');" >/dev/null
+check "the source holds runs paused, waiting, cancelled and rerun, a SQL task, a pool and a schedule" \
+  "d601:paused d602:waiting d603:cancelled d701:started|1|1|1" \
+  "$(q $SRC "SELECT (SELECT string_agg(right(r::text, 4) || ':' || pgflow.run_status(r), ' ' ORDER BY r)
+               FROM unnest('{00000000-0000-0000-0000-00000000d601,00000000-0000-0000-0000-00000000d602,
+                             00000000-0000-0000-0000-00000000d603,00000000-0000-0000-0000-00000000d701}'::uuid[]) r)
+             || '|' || (SELECT count(*) FROM pgflow._local_tasks) || '|' || (SELECT count(*) FROM pgflow._schedules)
+             || '|' || (SELECT count(*) FROM pgflow._task_history)")"
 check "the source has started runs, map tasks done and shards" "t" \
   "$(q $SRC "SELECT count(*) = 5 AND (SELECT count(*) FROM pgflow._step_shards) > 0
-                    AND (SELECT count(*) FROM pgflow.step_tasks WHERE status = 'completed') = 4 FROM pgflow.runs")"
+                    AND (SELECT count(*) FROM pgflow.step_tasks WHERE status = 'completed' AND flow_slug = 'dumpflow') = 4
+               FROM pgflow.runs WHERE flow_slug = 'dumpflow'")"
 before=$(snapshot $SRC)
 
 pg_dump -d $SRC -f "$WORK/plain.sql" 2>"$WORK/plain.err" \
@@ -121,11 +149,35 @@ for db in pgflow_dump_plain pgflow_dump_custom; do
   check "$db: start_flow works on the restored flow" "1" \
     "$(q $db "SELECT count(*) FROM pgflow.start_flow('dumpflow', '{}')")"
   check "$db: and that run completes too" "6/6" "$(drain $db)"
+  check "$db: the schedule, its flow's limit and priority are back" "dumpctl|1 hour|false|5|1" \
+    "$(q $db "SELECT s.flow_slug || '|' || s.schedule || '|' || s.paused || '|' || o.priority || '|' || o.max_active_runs
+                FROM pgflow.list_schedules() s JOIN pgflow._flow_options o USING (flow_slug)")"
+  check "$db: the SQL task runs as its handler says (in its pool)" "completed|{\"s\": {\"got\": {\"n\": 1}}}" \
+    "$(q $db "SELECT pgflow.run_local_tasks(); SELECT status || '|' || output FROM pgflow.runs WHERE run_id = '00000000-0000-0000-0000-00000000d501'" | tail -1)"
+  check "$db: the paused run resumes and completes; the waiting run then starts" "completed|started" \
+    "$(q $db "SELECT pgflow.resume_run('00000000-0000-0000-0000-00000000d601');
+              SELECT pgflow.start_tasks('dumpctl', ARRAY(SELECT message_id FROM pgflow.step_tasks WHERE run_id = '00000000-0000-0000-0000-00000000d601'),
+                                        '00000000-0000-0000-0000-0000000000d1');
+              SELECT pgflow.complete_task('00000000-0000-0000-0000-00000000d601', 'a', 0, '1');
+              SELECT pgflow.run_status('00000000-0000-0000-0000-00000000d601') || '|' || pgflow.run_status('00000000-0000-0000-0000-00000000d602')" | tail -1)"
+  check "$db: the cancelled run stays cancelled; the key k1 still names its run" "cancelled|00000000-0000-0000-0000-00000000d601" \
+    "$(q $db "SELECT pgflow.run_status('00000000-0000-0000-0000-00000000d603') || '|' ||
+                     (SELECT run_id FROM pgflow.start_run('dumpctl', '{}', idempotency_key => 'k1'))")"
+  check "$db: the rerun keeps its history and completes" "1|completed" \
+    "$(q $db "SELECT pgflow.start_tasks('dumpretry', ARRAY(SELECT message_id FROM pgflow.step_tasks WHERE run_id = '00000000-0000-0000-0000-00000000d701'),
+                                        '00000000-0000-0000-0000-0000000000d1');
+              SELECT pgflow.complete_task('00000000-0000-0000-0000-00000000d701', 'a', 0, '1');
+              SELECT (SELECT count(*) FROM pgflow.run_history('00000000-0000-0000-0000-00000000d701') WHERE rerun = 1)
+                     || '|' || status FROM pgflow.runs WHERE run_id = '00000000-0000-0000-0000-00000000d701'" | tail -1)"
+  check "$db: the schedule fires" "1" \
+    "$(q $db "UPDATE pgflow._schedules SET created_at = created_at - interval '1 hour', next_fire_at = next_fire_at - interval '1 hour';
+              SELECT pgflow._fire_schedules()" | tail -1)"
+  check "$db: the invariants hold" "" "$(q $db "SELECT invariant || ': ' || detail FROM pgflow.check_invariants()")"
 done
 check "the source runs go on as well (same outputs as the restored ones)" "5/5" "$(drain $SRC)"
 check "the restored outputs equal the source's" \
-  "$(q $SRC "SELECT string_agg(output::text, ',' ORDER BY input::text) FROM pgflow.runs")" \
-  "$(q pgflow_dump_custom "SELECT string_agg(output::text, ',' ORDER BY input::text) FROM pgflow.runs WHERE input <> '{}'")"
+  "$(q $SRC "SELECT string_agg(output::text, ',' ORDER BY input::text) FROM pgflow.runs WHERE flow_slug = 'dumpflow'")" \
+  "$(q pgflow_dump_custom "SELECT string_agg(output::text, ',' ORDER BY input::text) FROM pgflow.runs WHERE flow_slug = 'dumpflow' AND input <> '{}'")"
 
 echo "1..$n"
 [ "$failures" -eq 0 ]

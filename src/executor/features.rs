@@ -40,6 +40,22 @@ static READ: Statement = Statement::new(
     &[],
 );
 
+fn read(client: &mut SpiClient<'_>) -> Features {
+    let row = first(READ.run(client, &[]));
+    // Without an answer, assume each exists: the statements that look are always right.
+    let has = |column: &str| {
+        row.as_ref()
+            .and_then(|r| named::<bool>(r, column))
+            .unwrap_or(true)
+    };
+    Features {
+        handlers: has("handlers"),
+        pools: has("pools"),
+        priorities: has("priorities"),
+        limits: has("limits"),
+    }
+}
+
 /// What exists now (as of the last committed change this backend has seen).
 pub(crate) fn features(client: &mut SpiClient<'_>) -> Features {
     // A transaction that changed them reads them every time until it ends (it sees its change,
@@ -50,18 +66,12 @@ pub(crate) fn features(client: &mut SpiClient<'_>) -> Features {
     {
         return cached;
     }
-    let row = first(READ.run(client, &[]));
-    // Without an answer, assume each exists: the statements that look are always right.
-    let has = |column: &str| {
-        row.as_ref()
-            .and_then(|r| named::<bool>(r, column))
-            .unwrap_or(true)
-    };
-    let now = Features {
-        handlers: has("handlers"),
-        pools: has("pools"),
-        priorities: has("priorities"),
-        limits: has("limits"),
+    // As the tables' owner: a role that may only read its queues (pgmq's users, pgflow_worker)
+    // has no rights on these tables.
+    let now = if unsafe { pg_sys::superuser() } {
+        read(client)
+    } else {
+        super::as_role(super::extension_owner(), || read(client))
     };
     if let Some(g) = generation {
         CACHED.set(Some((g, now)));

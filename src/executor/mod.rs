@@ -49,7 +49,9 @@ pub(crate) fn as_role<R>(role: pg_sys::Oid, body: impl FnOnce() -> R) -> R {
 /// The role that owns pgflow_core's tables (the extension's owner).
 pub(crate) fn extension_owner() -> pg_sys::Oid {
     pgrx::Spi::get_one::<pg_sys::Oid>(
-        "SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = 'pgflow._step_handlers'::pg_catalog.regclass",
+        // By name in the catalogs, not by regclass: that would need USAGE on schema pgflow.
+        "SELECT c.relowner FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'pgflow' AND c.relname = '_step_handlers'",
     )
     .ok()
     .flatten()

@@ -1,7 +1,7 @@
 -- check_invariants: no row for runs in every state that the engine made; one row naming the
 -- broken rule for each kind of corruption (each made in a savepoint and rolled back).
 BEGIN;
-SELECT plan(17);
+SELECT plan(18);
 \ir helpers/common.psql
 
 SELECT pgflow.create_flow('inv', max_attempts => 1);
@@ -39,6 +39,18 @@ SELECT is((SELECT array_agg(status ORDER BY run_id) FROM pgflow.runs),
           'runs in every state');
 SELECT is_empty('SELECT * FROM pgflow.check_invariants()', 'no violation in runs that the engine made');
 SELECT is_empty($$SELECT * FROM pgflow.check_invariants('inv_sql')$$, 'nor in one flow');
+
+-- A dependency skipped by its condition is resolved for its dependent, as a completed one is.
+SELECT pgflow.create_flow('inv_cond');
+SELECT pgflow.add_step('inv_cond', 'a');
+SELECT pgflow.add_step('inv_cond', 'b', required_input_pattern => '{"n": 1}');
+SELECT pgflow.add_step('inv_cond', 'z', ARRAY['a', 'b']);
+SELECT pgflow.start_flow('inv_cond', '{"n": 2}', '00000000-0000-0000-0000-000000000a09');
+SELECT pg_temp.complete_step('00000000-0000-0000-0000-000000000a09', 'a', '1');
+SELECT is((SELECT string_agg(step_slug || ':' || status, ' ' ORDER BY step_slug) FROM pgflow.step_states
+           WHERE run_id = '00000000-0000-0000-0000-000000000a09') || ' / ' ||
+          (SELECT count(*) FROM pgflow.check_invariants('inv_cond')),
+          'a:completed b:skipped z:started / 0', 'a step started after one dependency completed and one was skipped: no violation');
 
 -- Each corruption is found, with its rule, run and step.
 CREATE FUNCTION pg_temp.found(corrupt text) RETURNS text LANGUAGE plpgsql AS $$

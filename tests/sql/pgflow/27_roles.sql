@@ -1,7 +1,7 @@
 -- Least privilege: create_roles, grant_flow and revoke_flow; what a worker, an observer and a
 -- role with nothing granted can and cannot do. Roles made here go with the ROLLBACK.
 BEGIN;
-SELECT plan(51);
+SELECT plan(56);
 \ir helpers/common.psql
 
 SELECT lives_ok('SELECT pgflow.create_roles()', 'create_roles makes the roles');
@@ -91,13 +91,41 @@ SELECT is((SELECT last_worker_id FROM pgflow.step_tasks WHERE run_id = '00000000
           '00000000-0000-0000-0000-00000000e0aa'::uuid, 'and the task names its worker');
 
 ---------------------------------------------------------------------------------------------------
+-- A worker's look-alike operators ahead of pg_catalog in its search_path are never called, not
+-- even by the functions that act as the extension's owner.
+---------------------------------------------------------------------------------------------------
+CREATE SCHEMA pgflow_t_evil AUTHORIZATION pgflow_t_w1;
+SET LOCAL ROLE pgflow_t_w1;
+CREATE TABLE pgflow_t_evil.calls (called_as text, query text);
+CREATE FUNCTION pgflow_t_evil.uuid_eq(uuid, uuid) RETURNS boolean LANGUAGE plpgsql AS
+$$ BEGIN INSERT INTO pgflow_t_evil.calls VALUES (current_user, pg_catalog.current_query()); RETURN $1::text = $2::text; END $$;
+CREATE FUNCTION pgflow_t_evil.text_eq(text, text) RETURNS boolean LANGUAGE plpgsql AS
+$$ BEGIN INSERT INTO pgflow_t_evil.calls VALUES (current_user, pg_catalog.current_query()); RETURN $1::bytea = $2::bytea; END $$;
+CREATE OPERATOR pgflow_t_evil.= (LEFTARG = uuid, RIGHTARG = uuid, FUNCTION = pgflow_t_evil.uuid_eq);
+CREATE OPERATOR pgflow_t_evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = pgflow_t_evil.text_eq);
+SELECT msg_id AS b_msg FROM pgmq.read('mine', 30, 1) \gset
+-- Plain statements only until RESET: pgTAP's own functions would call the look-alikes too.
+SET LOCAL search_path = pgflow_t_evil, pg_catalog, public;
+SELECT '00000000-0000-0000-0000-00000000e001'::uuid = '00000000-0000-0000-0000-00000000e001'::uuid AS sane \gset
+SELECT step_slug AS b_started FROM pgflow.start_tasks('mine', ARRAY[:b_msg]::bigint[], '00000000-0000-0000-0000-00000000e0aa') \gset
+SELECT status AS b_status FROM pgflow.complete_task('00000000-0000-0000-0000-00000000e001', 'b', 0, '"b"') \gset
+RESET search_path;
+SELECT ok(:'sane'::boolean AND EXISTS (SELECT 1 FROM pgflow_t_evil.calls WHERE query LIKE '%AS sane%'),
+          'the look-alike = answers the worker''s own query: the search_path is hostile');
+SELECT is(:'b_started'::text, 'b', 'with its look-alike operators first in search_path, the worker starts a task');
+SELECT is(:'b_status'::text, 'completed', 'and completes it');
+SELECT is((SELECT count(*)::int FROM pgflow_t_evil.calls WHERE query NOT LIKE '%AS sane%'), 0,
+          'the look-alikes ran for the worker''s own query only, never inside the engine');
+RESET ROLE;
+
+---------------------------------------------------------------------------------------------------
 -- An observer: states and check_invariants, no inputs, outputs or queues.
 ---------------------------------------------------------------------------------------------------
 SET LOCAL ROLE pgflow_t_o1;
 SELECT is((SELECT array_agg(status ORDER BY run_id) FROM pgflow.runs WHERE flow_slug IN ('mine', 'theirs')),
-          ARRAY['started', 'started'],
+          ARRAY['completed', 'started'],
           'an observer reads the runs'' states');
-SELECT is((SELECT count(*)::int FROM pgflow.step_states WHERE status = 'completed' AND flow_slug IN ('mine', 'theirs')), 1,
+SELECT is((SELECT count(*)::int FROM pgflow.step_states WHERE status = 'completed' AND flow_slug IN ('mine', 'theirs')), 2,
           'and the steps''');
 SELECT is((SELECT count(*)::int FROM pgflow.step_tasks WHERE flow_slug IN ('mine', 'theirs')), 3, 'and the tasks''');
 SELECT is_empty('SELECT * FROM pgflow.check_invariants()', 'and runs check_invariants');
@@ -118,6 +146,12 @@ SET LOCAL ROLE pgflow_t_nobody;
 SELECT throws_ok($$SELECT * FROM pgflow.complete_task('00000000-0000-0000-0000-00000000e001', 'b', 0, '1')$$,
                  '42501', NULL, 'a role with nothing granted reaches no function');
 SELECT throws_ok($$SELECT * FROM pgmq.read('mine', 30, 1)$$, '42501', NULL, 'and no queue');
+RESET ROLE;
+GRANT USAGE ON SCHEMA pgmq TO pgflow_t_nobody;
+GRANT SELECT, UPDATE ON pgmq.q_plain_q TO pgflow_t_nobody;
+SET LOCAL ROLE pgflow_t_nobody;
+SELECT is((SELECT message ->> 'private' FROM pgmq.read('plain_q', 30, 1)), 'true',
+          'a pgmq user granted one queue reads it, with no rights on the engine''s tables');
 RESET ROLE;
 
 SELECT lives_ok($$SELECT pgflow.revoke_flow('mine', 'pgflow_t_w1')$$, 'revoke_flow');
