@@ -5,7 +5,7 @@
 -- flow's steps a handler.
 CREATE TABLE pgflow._flow_owners (
     flow_slug text NOT NULL,
-    owner     oid  NOT NULL,
+    owner     regrole NOT NULL,
     CONSTRAINT _flow_owners_pkey PRIMARY KEY (flow_slug),
     CONSTRAINT _flow_owners_flow_slug_fkey FOREIGN KEY (flow_slug)
         REFERENCES pgflow.flows (flow_slug) ON DELETE CASCADE
@@ -22,7 +22,7 @@ CREATE TABLE pgflow._step_handlers (
     statement  text,
     target     text,
     argv       text[],
-    run_as     oid         NOT NULL,
+    run_as     regrole     NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT _step_handlers_pkey PRIMARY KEY (flow_slug, step_slug),
     CONSTRAINT _step_handlers_step_fkey FOREIGN KEY (flow_slug, step_slug)
@@ -63,7 +63,7 @@ CREATE INDEX _local_tasks_lane ON pgflow._local_tasks (run_id, step_slug, lane, 
 CREATE TABLE pgflow._adhoc_tasks (
     run_id    uuid NOT NULL,
     statement text NOT NULL,
-    run_as    oid  NOT NULL,
+    run_as    regrole NOT NULL,
     CONSTRAINT _adhoc_tasks_pkey PRIMARY KEY (run_id)
 );
 
@@ -74,7 +74,7 @@ CREATE TABLE pgflow._adhoc_tasks (
 CREATE TABLE pgflow._pools (
     pool_name   text    NOT NULL,
     max_running integer NOT NULL,
-    owner       oid     NOT NULL,
+    owner       regrole NOT NULL,
     CONSTRAINT _pools_pkey PRIMARY KEY (pool_name),
     CONSTRAINT _pools_max_running_check CHECK (max_running > 0)
 );

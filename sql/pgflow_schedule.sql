@@ -13,7 +13,7 @@ CREATE TABLE pgflow._schedules (
     next_fire_at timestamptz,
     last_fire_at timestamptz,
     last_run_id  uuid,
-    owner        oid         NOT NULL,
+    owner        regrole     NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT _schedules_pkey PRIMARY KEY (schedule_id),
     CONSTRAINT _schedules_flow_slug_fkey FOREIGN KEY (flow_slug)

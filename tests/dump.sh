@@ -24,7 +24,8 @@ export PGOPTIONS="-c client_min_messages=warning -c lock_timeout=20s -c statemen
 export PGHOST=localhost PGPORT=$PORT PGUSER=postgres
 q() { local db=$1; shift; psql -X -Atq -v ON_ERROR_STOP=1 -d "$db" -c "$1" 2>&1; }
 recreate() { q postgres "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null; q postgres "CREATE DATABASE $1" >/dev/null; }
-trap 'rm -rf "$WORK"; for d in $SRC pgflow_dump_plain pgflow_dump_custom; do q postgres "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null; done' EXIT
+trap 'rm -rf "$WORK"; for d in $SRC pgflow_dump_plain pgflow_dump_custom; do q postgres "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null; done
+      q postgres "DROP ROLE IF EXISTS pgflow_dump_role" >/dev/null' EXIT
 
 # Every row of every table of schemas pgflow and pgmq (read from the catalog, so a new table is
 # compared without a change here), and the queue's id sequence: the comparison key.
@@ -116,6 +117,11 @@ q $SRC "
   SELECT pgflow.fail_task('00000000-0000-0000-0000-00000000d701', 'a', 0, 'first try');
   SELECT pgflow.retry_run('00000000-0000-0000-0000-00000000d701');
   SELECT pgflow.schedule_flow('dumpctl', '1 hour', '{\"scheduled\": true}');" >/dev/null
+# The SQL step runs as a role of its own, which is dropped and made again (with a new OID)
+# between the dump and the restores: the restore must find it by name.
+q $SRC "CREATE ROLE pgflow_dump_role;
+        UPDATE pgflow._step_handlers SET run_as = 'pgflow_dump_role' WHERE flow_slug = 'dumpsql';
+        UPDATE pgflow._flow_owners SET owner = 'pgflow_dump_role' WHERE flow_slug = 'dumpsql';" >/dev/null
 check "the source holds runs paused, waiting, cancelled and rerun, a SQL task, a pool and a schedule" \
   "d601:paused d602:waiting d603:cancelled d701:started|1|1|1" \
   "$(q $SRC "SELECT (SELECT string_agg(right(r::text, 4) || ':' || pgflow.run_status(r), ' ' ORDER BY r)
@@ -134,6 +140,10 @@ pg_dump -d $SRC -f "$WORK/plain.sql" 2>"$WORK/plain.err" \
 pg_dump -d $SRC -Fc -f "$WORK/custom.dump" 2>"$WORK/custom.err" \
   && pass "pg_dump, custom format" || { fail "pg_dump, custom format"; sed 's/^/#   /' "$WORK/custom.err"; }
 
+old_oid=$(q postgres "SELECT 'pgflow_dump_role'::regrole::oid")
+q postgres "DROP ROLE pgflow_dump_role; CREATE ROLE pgflow_dump_role" >/dev/null
+check "the handler's role is made again with another OID" "t" \
+  "$(q postgres "SELECT 'pgflow_dump_role'::regrole::oid <> $old_oid")"
 recreate pgflow_dump_plain
 psql -X -q -v ON_ERROR_STOP=1 -d pgflow_dump_plain -f "$WORK/plain.sql" >"$WORK/plain-restore.log" 2>&1 \
   && pass "the plain dump restores with psql, without errors" \
@@ -149,6 +159,9 @@ for db in pgflow_dump_plain pgflow_dump_custom; do
   check "$db: start_flow works on the restored flow" "1" \
     "$(q $db "SELECT count(*) FROM pgflow.start_flow('dumpflow', '{}')")"
   check "$db: and that run completes too" "6/6" "$(drain $db)"
+  check "$db: the SQL step's role and owner are found by name" "pgflow_dump_role|pgflow_dump_role" \
+    "$(q $db "SELECT h.run_as::text || '|' || o.owner::text FROM pgflow._step_handlers h
+              JOIN pgflow._flow_owners o USING (flow_slug) WHERE flow_slug = 'dumpsql'")"
   check "$db: the schedule, its flow's limit and priority are back" "dumpctl|1 hour|false|5|1" \
     "$(q $db "SELECT s.flow_slug || '|' || s.schedule || '|' || s.paused || '|' || o.priority || '|' || o.max_active_runs
                 FROM pgflow.list_schedules() s JOIN pgflow._flow_options o USING (flow_slug)")"

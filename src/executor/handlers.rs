@@ -17,7 +17,7 @@ static RECORD_OWNER: Statement = Statement::new(
 );
 
 static STEP_OWNER: Statement = Statement::new(
-    "SELECT s.step_slug, o.owner
+    "SELECT s.step_slug, o.owner::oid AS owner
      FROM pgflow.steps s LEFT JOIN pgflow._flow_owners o ON o.flow_slug = s.flow_slug
      WHERE s.flow_slug = $1 AND s.step_slug = $2",
     &[TEXTOID, TEXTOID],

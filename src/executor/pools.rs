@@ -258,7 +258,7 @@ pub(crate) fn retry_later(client: &mut SpiClient<'_>, flow_slug: &str, message_i
 }
 
 static POOL_OWNER: Statement = Statement::new(
-    "SELECT p.owner FROM pgflow._pools p WHERE p.pool_name = $1",
+    "SELECT p.owner::oid AS owner FROM pgflow._pools p WHERE p.pool_name = $1",
     &[TEXTOID],
 );
 
@@ -282,7 +282,7 @@ static DROP_POOL: Statement = Statement::new(
 );
 
 static FLOW_OWNER: Statement = Statement::new(
-    "SELECT f.flow_slug, o.owner,
+    "SELECT f.flow_slug, o.owner::oid AS owner,
             $2::text IS NULL OR EXISTS (SELECT 1 FROM pgflow.steps s
                                         WHERE s.flow_slug = f.flow_slug AND s.step_slug = $2) AS step_exists
      FROM pgflow.flows f LEFT JOIN pgflow._flow_owners o ON o.flow_slug = f.flow_slug

@@ -129,7 +129,7 @@ macro_rules! claim_local_tasks_sql {
             ),
             ",
              LATERAL (SELECT h.kind, coalesce(h.statement, a.statement) AS statement, h.target, h.argv,
-                             CASE WHEN h.kind = 'adhoc' THEN a.run_as ELSE h.run_as END AS run_as
+                             CASE WHEN h.kind = 'adhoc' THEN a.run_as ELSE h.run_as END::oid AS run_as
                       FROM (SELECT 1) one
                       LEFT JOIN pgflow._step_handlers h ON h.flow_slug = c.flow_slug AND h.step_slug = c.step_slug
                       LEFT JOIN pgflow._adhoc_tasks a ON h.kind = 'adhoc' AND a.run_id = c.run_id) h",
@@ -139,7 +139,7 @@ macro_rules! claim_local_tasks_sql {
              t.flow_slug, coalesce(s.opt_timeout, (SELECT f.opt_timeout FROM pgflow.flows f
                                                    WHERE f.flow_slug = t.flow_slug)) AS timeout,
              (SELECT r.input FROM pgflow.runs r WHERE r.run_id = t.run_id) AS flow_input,
-             h.kind, h.statement, h.target, h.argv, h.run_as"
+             h.kind, h.statement, h.target, h.argv, h.run_as::oid AS run_as"
         )
     };
 }

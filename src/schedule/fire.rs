@@ -19,7 +19,7 @@ use crate::statement::{Statement, first, named};
 // The earliest due tick of an active schedule.
 static DUE: Statement = Statement::new(
     "SELECT s.schedule_id, s.flow_slug, s.schedule, s.every, s.time_zone, s.input, s.catch_up,
-            s.next_fire_at, s.owner, s.created_at, now() AS now,
+            s.next_fire_at, s.owner::oid AS owner, s.created_at, now() AS now,
             now() - s.next_fire_at > make_interval(secs => $1) AS late,
             to_char(s.next_fire_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS tick
      FROM pgflow._schedules s

@@ -9,7 +9,7 @@ use crate::error::error;
 use crate::statement::{Statement, first, named};
 
 pub(super) static SCHEDULE: Statement = Statement::new(
-    "SELECT s.schedule_id, s.schedule, s.time_zone, s.created_at, s.owner, now() AS now
+    "SELECT s.schedule_id, s.schedule, s.time_zone, s.created_at, s.owner::oid AS owner, now() AS now
      FROM pgflow._schedules s WHERE s.schedule_id = $1
      FOR UPDATE",
     &[INT8OID],
