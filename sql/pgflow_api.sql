@@ -518,3 +518,23 @@ ALTER FUNCTION pgflow.start_tasks(text, bigint[], uuid) SET search_path = '';
 ALTER FUNCTION pgflow.complete_task(uuid, text, integer, jsonb) SET search_path = '';
 ALTER FUNCTION pgflow.fail_task(uuid, text, integer, text) SET search_path = '';
 ALTER FUNCTION pgflow.maybe_complete_run(uuid) SET search_path = '';
+
+-- Our own functions too (the contract's keep what the contract gives them): no statement of
+-- theirs resolves a function or operator in a schema that a caller put ahead in its search_path.
+-- run_local_tasks is not among them: the handlers it runs are the users' statements.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'pgflow'::regnamespace AND p.proconfig IS NULL
+               AND p.proname = ANY (ARRAY[
+                   'cancel_run', 'pause_run', 'resume_run', 'retry_run', 'run_status', 'start_run',
+                   'set_flow_priority', 'set_flow_concurrency', 'create_pool', 'drop_pool', 'set_pool',
+                   'set_sql_handler', 'set_program_handler', 'remove_handler', 'push_sql', 'push_sql_batch',
+                   'schedule_flow', 'pause_schedule', 'resume_schedule', 'unschedule',
+                   '_fire_schedules', '_next_tick', '_release_waiting_runs']) LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = %L', f, '');
+    END LOOP;
+END;
+$$;

@@ -20,12 +20,15 @@ DECLARE
     r text;
 BEGIN
     PERFORM pgflow._require_extension_owner('create pgflow_core''s roles');
-    FOREACH r IN ARRAY ARRAY['pgflow_worker', 'pgflow_observer'] LOOP
+    FOREACH r IN ARRAY ARRAY['pgflow_worker', 'pgflow_observer', 'pgflow_definer'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
             EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
         END IF;
     END LOOP;
-    GRANT USAGE ON SCHEMA pgflow, pgmq TO pgflow_worker, pgflow_observer;
+    GRANT USAGE ON SCHEMA pgflow, pgmq TO pgflow_worker, pgflow_observer, pgflow_definer;
+    -- Definers: the functions check that the flow or run is theirs (src/privileges.rs); they
+    -- read definitions directly.
+    GRANT SELECT ON pgflow.flows, pgflow.steps, pgflow.deps TO pgflow_definer;
     -- Workers: their heartbeat rows; the tasks of the flows that grant_flow names.
     GRANT SELECT, INSERT, UPDATE ON pgflow.workers TO pgflow_worker;
     -- Observers: definitions and states, never a run's input or a step's output.

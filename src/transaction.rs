@@ -42,11 +42,26 @@ pub fn in_subtransaction<R>(
 /// their statements then can't resolve a name to a look-alike in a caller's schema. An error
 /// restores the setting with the (sub)transaction's abort.
 pub fn with_empty_search_path<R>(body: impl FnOnce() -> R) -> R {
+    with_search_path(c"", body)
+}
+
+/// Sets a background process's search_path to `pg_catalog, pg_temp` for its whole session: the
+/// functions and operators its statements call are PostgreSQL's, whatever search_path the
+/// database's owner set.
+pub fn pin_search_path() {
+    pgrx::bgworkers::BackgroundWorker::transaction(|| {
+        pgrx::Spi::run("SET search_path = pg_catalog, pg_temp")
+    })
+    .unwrap_or_else(|e| panic!("pgflow_core: cannot set the search_path: {e}"));
+}
+
+/// Runs `body` with `search_path` set to `path` (see `with_empty_search_path`).
+pub fn with_search_path<R>(path: &std::ffi::CStr, body: impl FnOnce() -> R) -> R {
     let level = unsafe {
         let level = pg_sys::NewGUCNestLevel();
         pg_sys::set_config_option(
             c"search_path".as_ptr(),
-            c"".as_ptr(),
+            path.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
             pg_sys::GucAction::GUC_ACTION_SAVE,

@@ -6,7 +6,7 @@ use pgrx::pg_sys::{self, OIDOID, TEXTOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use super::{as_role, extension_owner, handlers};
+use super::{as_owner, extension_owner, handlers};
 use crate::datum::Jsonb;
 use crate::statement::Statement;
 
@@ -55,7 +55,7 @@ fn push(statements: Vec<String>) -> Vec<pgrx::Uuid> {
     let me = unsafe { pg_sys::GetUserId() };
     let owner = extension_owner();
     Spi::connect_mut(|client| {
-        as_role(owner, || {
+        as_owner(owner, || {
             ensure_flow(client);
             statements
                 .iter()

@@ -71,7 +71,7 @@ pub(crate) fn features(client: &mut SpiClient<'_>) -> Features {
     let now = if unsafe { pg_sys::superuser() } {
         read(client)
     } else {
-        super::as_role(super::extension_owner(), || read(client))
+        super::as_extension_owner(|| read(client))
     };
     if let Some(g) = generation {
         CACHED.set(Some((g, now)));

@@ -8,7 +8,7 @@ use pgrx::pg_sys::{self, OIDOID, TEXTARRAYOID, TEXTOID};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use super::{as_role, extension_owner};
+use super::{as_extension_owner, as_owner, extension_owner};
 use crate::statement::{Statement, first, named};
 
 static RECORD_OWNER: Statement = Statement::new(
@@ -49,11 +49,11 @@ static DELETE_HANDLER: Statement = Statement::new(
     &[TEXTOID, TEXTOID],
 );
 
-/// Records the current user as a new flow's owner (the first creator keeps it).
+/// Records the caller as a new flow's owner (the first creator keeps it).
 pub(crate) fn record_owner(client: &mut SpiClient<'_>, flow_slug: &str) {
-    let me = unsafe { pg_sys::GetUserId() };
+    let me = crate::privileges::caller();
     let owner = extension_owner();
-    as_role(owner, || {
+    as_owner(owner, || {
         RECORD_OWNER.run(client, &[flow_slug.into(), me.into()]);
     });
 }
@@ -69,7 +69,7 @@ pub(crate) fn required<'a>(value: Option<&'a str>, name: &str) -> &'a str {
 
 /// Refuses unless the step exists and the current user may change its flow's handlers.
 fn check_may_change(client: &mut SpiClient<'_>, flow_slug: &str, step_slug: &str) {
-    let found = as_role(extension_owner(), || {
+    let found = as_extension_owner(|| {
         first(STEP_OWNER.run(client, &[flow_slug.into(), step_slug.into()]))
             .map(|row| named::<pg_sys::Oid>(&row, "owner"))
     });
@@ -128,7 +128,7 @@ pub(crate) fn set_handler(
         Handler::Adhoc => ("adhoc", None, None, None),
     };
     super::features::changed();
-    as_role(extension_owner(), || {
+    as_extension_owner(|| {
         UPSERT_HANDLER.run(
             client,
             &[
@@ -249,7 +249,7 @@ mod pgflow {
         Spi::connect_mut(|client| {
             check_may_change(client, flow_slug, step_slug);
             super::super::features::changed();
-            as_role(extension_owner(), || {
+            as_extension_owner(|| {
                 DELETE_HANDLER
                     .run(client, &[flow_slug.into(), step_slug.into()])
                     .next()

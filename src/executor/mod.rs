@@ -46,6 +46,20 @@ pub(crate) fn as_role<R>(role: pg_sys::Oid, body: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Runs `body` as `owner`, the extension's owner, with search_path `pg_catalog, pg_temp`: no
+/// function or operator that the caller put ahead in its own search_path runs with the owner's
+/// rights.
+pub(crate) fn as_owner<R>(owner: pg_sys::Oid, body: impl FnOnce() -> R) -> R {
+    as_role(owner, || {
+        crate::transaction::with_search_path(c"pg_catalog, pg_temp", body)
+    })
+}
+
+/// `as_owner` with the extension's owner.
+pub(crate) fn as_extension_owner<R>(body: impl FnOnce() -> R) -> R {
+    as_owner(extension_owner(), body)
+}
+
 /// The role that owns pgflow_core's tables (the extension's owner).
 pub(crate) fn extension_owner() -> pg_sys::Oid {
     pgrx::Spi::get_one::<pg_sys::Oid>(

@@ -14,7 +14,7 @@ use pgrx::pg_sys::{
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use super::{as_role, extension_owner};
+use super::as_extension_owner;
 use crate::run::start_tasks::LocalGroup;
 use crate::statement::{Statement, first, named};
 
@@ -310,7 +310,7 @@ pub(crate) fn check_flow_owner(
     step: Option<&str>,
     what: &str,
 ) {
-    let found = as_role(extension_owner(), || {
+    let found = as_extension_owner(|| {
         first(FLOW_OWNER.run(client, &[flow.into(), step.into()])).map(|row| {
             (
                 named::<bool>(&row, "step_exists").unwrap_or(false),
@@ -349,7 +349,7 @@ fn may_act_as(owner: Option<pgrx::pg_sys::Oid>) -> bool {
 }
 
 fn check_pool_owner(client: &mut SpiClient<'_>, pool: &str) -> bool {
-    let found = as_role(extension_owner(), || {
+    let found = as_extension_owner(|| {
         first(POOL_OWNER.run(client, &[pool.into()]))
             .map(|row| named::<pgrx::pg_sys::Oid>(&row, "owner"))
     });
@@ -396,7 +396,7 @@ mod pgflow {
         Spi::connect_mut(|client| {
             check_pool_owner(client, pool);
             super::super::features::changed();
-            as_role(extension_owner(), || {
+            as_extension_owner(|| {
                 UPSERT_POOL.run(client, &[pool.into(), max.into(), me.into()]);
             });
         });
@@ -412,9 +412,7 @@ mod pgflow {
                 return false;
             }
             super::super::features::changed();
-            as_role(extension_owner(), || {
-                DROP_POOL.run(client, &[pool.into()]).next().is_some()
-            })
+            as_extension_owner(|| DROP_POOL.run(client, &[pool.into()]).next().is_some())
         })
     }
 
@@ -429,9 +427,8 @@ mod pgflow {
         Spi::connect_mut(|client| {
             check_flow_owner(client, flow, step_slug, "change its pools");
             if let Some(pool) = pool_name {
-                let exists = as_role(extension_owner(), || {
-                    first(POOL_OWNER.run(client, &[pool.into()])).is_some()
-                });
+                let exists =
+                    as_extension_owner(|| first(POOL_OWNER.run(client, &[pool.into()])).is_some());
                 if !exists {
                     crate::error::error(
                         PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
@@ -439,7 +436,7 @@ mod pgflow {
                     );
                 }
             }
-            as_role(extension_owner(), || match pool_name {
+            as_extension_owner(|| match pool_name {
                 Some(pool) => {
                     ASSIGN.run(client, &[flow.into(), step_slug.into(), pool.into()]);
                 }

@@ -176,33 +176,41 @@ pub(crate) fn run(
     timeout: i32,
 ) -> Jsonb {
     super::target::close_other_roles(role);
+    // The handler runs with the session's own search_path (the database's or role's default):
+    // the executors run their own statements with pg_catalog only (executor::worker).
+    let path = unsafe {
+        std::ffi::CStr::from_ptr(pg_sys::GetConfigOptionResetString(c"search_path".as_ptr()))
+    }
+    .to_owned();
     as_role(role, || {
-        let level = unsafe { pg_sys::NewGUCNestLevel() };
-        let plan = handler_plan(statement, role);
-        let mut values = [
-            input.unwrap_or(pg_sys::Datum::from(0)),
-            flow_input.unwrap_or(pg_sys::Datum::from(0)),
-        ];
-        let nulls = [
-            if input.is_some() { b' ' } else { b'n' } as std::ffi::c_char,
-            if flow_input.is_some() { b' ' } else { b'n' } as std::ffi::c_char,
-        ];
-        let deadline = Deadline::arm(timeout);
-        let code = unsafe {
-            pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0)
-        };
-        drop(deadline);
-        if code < 0 {
-            ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                format!("a SQL handler cannot run this statement (SPI code {code})"),
-                "Handlers run inside the transaction that completes their task: transaction control and COPY to or from the client are not available."
-            );
-        }
-        let output = result_to_jsonb();
-        unsafe { pg_sys::AtEOXact_GUC(false, level) };
-        Jsonb(output)
+        crate::transaction::with_search_path(&path, || {
+            let level = unsafe { pg_sys::NewGUCNestLevel() };
+            let plan = handler_plan(statement, role);
+            let mut values = [
+                input.unwrap_or(pg_sys::Datum::from(0)),
+                flow_input.unwrap_or(pg_sys::Datum::from(0)),
+            ];
+            let nulls = [
+                if input.is_some() { b' ' } else { b'n' } as std::ffi::c_char,
+                if flow_input.is_some() { b' ' } else { b'n' } as std::ffi::c_char,
+            ];
+            let deadline = Deadline::arm(timeout);
+            let code = unsafe {
+                pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0)
+            };
+            drop(deadline);
+            if code < 0 {
+                ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    format!("a SQL handler cannot run this statement (SPI code {code})"),
+                    "Handlers run inside the transaction that completes their task: transaction control and COPY to or from the client are not available."
+                );
+            }
+            let output = result_to_jsonb();
+            unsafe { pg_sys::AtEOXact_GUC(false, level) };
+            Jsonb(output)
+        })
     })
 }
 

@@ -54,6 +54,8 @@ pub extern "C-unwind" fn pgflow_executor_main(arg: pg_sys::Datum) {
     unsafe { pg_sys::pqsignal(SIGTERM, Some(backend_die)) };
     let database = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
+    // Handlers get the database's search_path back (sql_handler::run).
+    crate::transaction::pin_search_path();
     if !extension_installed() {
         return;
     }

@@ -86,6 +86,7 @@ static STEP_ROW: Statement = Statement::new(
 #[pg_schema]
 mod pgflow {
     use super::*;
+    use crate::privileges::as_definer_of_flow;
 
     /// Creates a flow (or returns the existing one unchanged) and ensures its queue.
     #[pg_extern(requires = ["pgflow_schema"])]
@@ -97,36 +98,38 @@ mod pgflow {
     ) -> Option<FlowRow> {
         let outer = caller_context();
         Spi::connect_mut(|client| {
-            LOCK_QUEUE_NAME.run(client, &[flow_slug.into()]);
-            if let Some(other) = first(QUEUE_TAKEN.run(client, &[flow_slug.into()]))
-                .and_then(|row| only::<String>(&row))
-            {
-                ereport!(
-                    ERROR,
-                    PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
-                    format!(
-                        "flow slug \"{}\" would share its queue with flow \"{other}\"",
-                        flow_slug.unwrap_or_default()
-                    ),
-                    "Queue table names are lower-cased: flow slugs must differ in more than case."
+            as_definer_of_flow(client, flow_slug, |client| {
+                LOCK_QUEUE_NAME.run(client, &[flow_slug.into()]);
+                if let Some(other) = first(QUEUE_TAKEN.run(client, &[flow_slug.into()]))
+                    .and_then(|row| only::<String>(&row))
+                {
+                    ereport!(
+                        ERROR,
+                        PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+                        format!(
+                            "flow slug \"{}\" would share its queue with flow \"{other}\"",
+                            flow_slug.unwrap_or_default()
+                        ),
+                        "Queue table names are lower-cased: flow slugs must differ in more than case."
+                    );
+                }
+                INSERT_FLOW.run(
+                    client,
+                    &[
+                        flow_slug.into(),
+                        max_attempts.into(),
+                        base_delay.into(),
+                        timeout.into(),
+                    ],
                 );
-            }
-            INSERT_FLOW.run(
-                client,
-                &[
-                    flow_slug.into(),
-                    max_attempts.into(),
-                    base_delay.into(),
-                    timeout.into(),
-                ],
-            );
-            ENSURE_QUEUE.run(client, &[flow_slug.into()]);
-            PRIORITIZE_QUEUE.run(client, &[flow_slug.into()]);
-            if let Some(slug) = flow_slug {
-                crate::executor::record_owner(client, slug);
-            }
-            let row = first(FLOW_ROW.run(client, &[flow_slug.into()]))?;
-            only::<RawDatum>(&row).map(|d| FlowRow(copy_to(outer, d.0)))
+                ENSURE_QUEUE.run(client, &[flow_slug.into()]);
+                PRIORITIZE_QUEUE.run(client, &[flow_slug.into()]);
+                if let Some(slug) = flow_slug {
+                    crate::executor::record_owner(client, slug);
+                }
+                let row = first(FLOW_ROW.run(client, &[flow_slug.into()]))?;
+                only::<RawDatum>(&row).map(|d| FlowRow(copy_to(outer, d.0)))
+            })
         })
     }
 
@@ -159,35 +162,37 @@ mod pgflow {
         }
         let outer = caller_context();
         Spi::connect_mut(|client| {
-            INSERT_STEP.run(
-                client,
-                &[
-                    flow_slug.into(),
-                    step_slug.into(),
-                    step_type.into(),
-                    deps_slugs.clone().into(),
-                    max_attempts.into(),
-                    base_delay.into(),
-                    timeout.into(),
-                    start_delay.into(),
-                    required_input_pattern.into(),
-                    forbidden_input_pattern.into(),
-                    when_unmet.into(),
-                    when_exhausted.into(),
-                ],
-            );
-            if !deps.is_empty() {
-                INSERT_DEPS.run(
+            as_definer_of_flow(client, flow_slug, |client| {
+                INSERT_STEP.run(
                     client,
                     &[
                         flow_slug.into(),
                         step_slug.into(),
+                        step_type.into(),
                         deps_slugs.clone().into(),
+                        max_attempts.into(),
+                        base_delay.into(),
+                        timeout.into(),
+                        start_delay.into(),
+                        required_input_pattern.into(),
+                        forbidden_input_pattern.into(),
+                        when_unmet.into(),
+                        when_exhausted.into(),
                     ],
                 );
-            }
-            let row = first(STEP_ROW.run(client, &[flow_slug.into(), step_slug.into()]))?;
-            only::<RawDatum>(&row).map(|d| StepRow(copy_to(outer, d.0)))
+                if !deps.is_empty() {
+                    INSERT_DEPS.run(
+                        client,
+                        &[
+                            flow_slug.into(),
+                            step_slug.into(),
+                            deps_slugs.clone().into(),
+                        ],
+                    );
+                }
+                let row = first(STEP_ROW.run(client, &[flow_slug.into(), step_slug.into()]))?;
+                only::<RawDatum>(&row).map(|d| StepRow(copy_to(outer, d.0)))
+            })
         })
     }
 }

@@ -4,7 +4,7 @@
 use pgrx::pg_sys::{INT4OID, TEXTOID};
 use pgrx::prelude::*;
 
-use crate::executor::{as_role, extension_owner, pools::check_flow_owner, required};
+use crate::executor::{as_extension_owner, pools::check_flow_owner, required};
 use crate::statement::Statement;
 
 static SET: Statement = Statement::new(
@@ -31,11 +31,11 @@ mod pgflow {
         }
         Spi::connect_mut(|client| {
             check_flow_owner(client, flow, None, "change its concurrency");
-            as_role(extension_owner(), || {
-                SET.run(client, &[flow.into(), max_active_runs.into()]);
-            });
             crate::executor::features::changed();
-            crate::run::flow_concurrency::release(client, flow);
+            as_extension_owner(|| {
+                SET.run(client, &[flow.into(), max_active_runs.into()]);
+                crate::run::flow_concurrency::release(client, flow);
+            });
         });
     }
 }

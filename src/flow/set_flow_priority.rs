@@ -3,7 +3,7 @@
 use pgrx::pg_sys::{INT4OID, TEXTOID};
 use pgrx::prelude::*;
 
-use crate::executor::{as_role, extension_owner, pools::check_flow_owner, required};
+use crate::executor::{as_extension_owner, pools::check_flow_owner, required};
 use crate::statement::Statement;
 
 static SET: Statement = Statement::new(
@@ -29,7 +29,7 @@ mod pgflow {
         };
         Spi::connect_mut(|client| {
             check_flow_owner(client, flow, None, "change its priority");
-            as_role(extension_owner(), || {
+            as_extension_owner(|| {
                 SET.run(client, &[flow.into(), priority.into()]);
             });
         });

@@ -109,6 +109,7 @@ fn interrupt_executors(run_id: pgrx::Uuid) {
 #[pg_schema]
 mod pgflow {
     use super::*;
+    use crate::privileges::as_definer_of_run;
 
     /// Cancels a started run; returns its row ('failed', as clients of the contract see it).
     /// Cancelling a cancelled run again returns it unchanged.
@@ -121,6 +122,10 @@ mod pgflow {
             );
         };
         let outer = caller_context();
-        Spi::connect_mut(|client| super::cancel_run(client, outer, run_id))
+        Spi::connect_mut(|client| {
+            as_definer_of_run(client, run_id, |client| {
+                super::cancel_run(client, outer, run_id)
+            })
+        })
     }
 }

@@ -143,6 +143,7 @@ pub(crate) fn resume_run(
 #[pg_schema]
 mod pgflow {
     use super::*;
+    use crate::privileges::as_definer_of_run;
 
     fn required(run_id: Option<pgrx::Uuid>) -> pgrx::Uuid {
         run_id.unwrap_or_else(|| {
@@ -158,7 +159,11 @@ mod pgflow {
     fn pause_run(run_id: Option<pgrx::Uuid>) -> Option<RunRow> {
         let run_id = required(run_id);
         let outer = caller_context();
-        Spi::connect_mut(|client| super::pause_run(client, outer, run_id))
+        Spi::connect_mut(|client| {
+            as_definer_of_run(client, run_id, |client| {
+                super::pause_run(client, outer, run_id)
+            })
+        })
     }
 
     /// Resumes a paused run: its tasks are handed out again and ready steps start.
@@ -166,6 +171,10 @@ mod pgflow {
     fn resume_run(run_id: Option<pgrx::Uuid>) -> Option<RunRow> {
         let run_id = required(run_id);
         let outer = caller_context();
-        Spi::connect_mut(|client| super::resume_run(client, outer, run_id))
+        Spi::connect_mut(|client| {
+            as_definer_of_run(client, run_id, |client| {
+                super::resume_run(client, outer, run_id)
+            })
+        })
     }
 }

@@ -214,6 +214,7 @@ pub(crate) fn retry_run(
 #[pg_schema]
 mod pgflow {
     use super::*;
+    use crate::privileges::as_definer_of_run;
 
     /// Runs a failed (or cancelled) run again from where it stopped, or, with `from_step`, a
     /// failed or completed run from that step on. Returns the run's row.
@@ -229,6 +230,10 @@ mod pgflow {
             );
         };
         let outer = caller_context();
-        Spi::connect_mut(|client| super::retry_run(client, outer, run_id, from_step))
+        Spi::connect_mut(|client| {
+            as_definer_of_run(client, run_id, |client| {
+                super::retry_run(client, outer, run_id, from_step)
+            })
+        })
     }
 }

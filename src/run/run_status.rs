@@ -20,13 +20,17 @@ static RUN_STATUS: Statement = Statement::new(
 #[pg_schema]
 mod pgflow {
     use super::*;
+    use crate::privileges::as_definer_of_run;
 
     /// started, completed, failed, cancelled, paused or waiting; NULL when no such run exists.
     #[pg_extern(requires = ["pgflow_schema"], stable)]
     fn run_status(run_id: Option<pgrx::Uuid>) -> Option<String> {
         let run_id = run_id?;
         Spi::connect_mut(|client| {
-            first(RUN_STATUS.run(client, &[run_id.into()])).and_then(|row| named(&row, "status"))
+            as_definer_of_run(client, run_id, |client| {
+                first(RUN_STATUS.run(client, &[run_id.into()]))
+                    .and_then(|row| named(&row, "status"))
+            })
         })
     }
 }

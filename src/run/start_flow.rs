@@ -155,6 +155,7 @@ pub(crate) fn begin_run(
 #[pg_schema]
 mod pgflow {
     use super::*;
+    use crate::privileges::as_definer_of_flow;
 
     /// Starts a run of a flow and returns it (status may already be completed or failed).
     #[pg_extern(requires = ["pgflow_schema"])]
@@ -165,8 +166,10 @@ mod pgflow {
     ) -> SetOfIterator<'static, RunRow> {
         let outer = caller_context();
         let row = Spi::connect_mut(|client| {
-            let run_id = super::start_flow(client, flow_slug, input, run_id, None)?;
-            crate::run::rows::run_row(client, outer, run_id)
+            as_definer_of_flow(client, flow_slug, |client| {
+                let run_id = super::start_flow(client, flow_slug, input, run_id, None)?;
+                crate::run::rows::run_row(client, outer, run_id)
+            })
         });
         SetOfIterator::new(row)
     }

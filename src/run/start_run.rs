@@ -74,6 +74,7 @@ pub(crate) fn keyed_run(
 #[pg_schema]
 mod pgflow {
     use super::*;
+    use crate::privileges::as_definer_of_flow;
 
     /// Starts a run of a flow, as start_flow does, with its own priority (NULL: the flow's) and
     /// an optional idempotency key; returns the run (an earlier one for a key already used).
@@ -94,23 +95,25 @@ mod pgflow {
         }
         let outer = caller_context();
         let row = Spi::connect_mut(|client| {
-            if first(FLOW_EXISTS.run(client, &[flow.into()])).is_none() {
-                error(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                    format!("flow \"{flow}\" does not exist"),
-                );
-            }
-            let run = match idempotency_key {
-                Some(key) => keyed_run(client, flow, input, priority, key, run_id),
-                None => super::super::start_flow::start_flow(
-                    client,
-                    Some(flow),
-                    input,
-                    run_id,
-                    priority,
-                ),
-            }?;
-            super::super::rows::run_row(client, outer, run)
+            as_definer_of_flow(client, Some(flow), |client| {
+                if first(FLOW_EXISTS.run(client, &[flow.into()])).is_none() {
+                    error(
+                        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                        format!("flow \"{flow}\" does not exist"),
+                    );
+                }
+                let run = match idempotency_key {
+                    Some(key) => keyed_run(client, flow, input, priority, key, run_id),
+                    None => super::super::start_flow::start_flow(
+                        client,
+                        Some(flow),
+                        input,
+                        run_id,
+                        priority,
+                    ),
+                }?;
+                super::super::rows::run_row(client, outer, run)
+            })
         });
         SetOfIterator::new(row)
     }

@@ -28,7 +28,7 @@ mod pgflow {
     fn pause_schedule(schedule_id: Option<i64>) {
         Spi::connect_mut(|client| {
             let id = super::super::unschedule::check_may_change(client, schedule_id);
-            crate::executor::as_role(crate::executor::extension_owner(), || {
+            crate::executor::as_extension_owner(|| {
                 PAUSE.run(client, &[id.into()]);
             });
         });
@@ -49,7 +49,7 @@ mod pgflow {
                 .unwrap_or_else(|| crate::error::internal_error("now() returned nothing"));
             let (rule, every) = parse_rule(&schedule);
             let next = next_tick(client, &rule, every, &zone, anchor, now);
-            crate::executor::as_role(crate::executor::extension_owner(), || {
+            crate::executor::as_extension_owner(|| {
                 RESUME.run(client, &[id.into(), next.into()]);
             });
             crate::queue::wake::sent(WAKE_KEY, 1);

@@ -8,7 +8,7 @@ use pgrx::spi::SpiClient;
 use super::{Rule, cron::Cron, next_tick};
 use crate::datum::Jsonb;
 use crate::error::error;
-use crate::executor::{as_role, extension_owner, pools::check_flow_owner, required};
+use crate::executor::{as_extension_owner, pools::check_flow_owner, required};
 use crate::statement::{Statement, first, named};
 
 static ZONE_EXISTS: Statement = Statement::new(
@@ -125,7 +125,7 @@ mod pgflow {
                 .unwrap_or_else(|| crate::error::internal_error("now() returned nothing"));
             let next = next_tick(client, &rule, every, zone, now, now);
             LOCK_IDS.run(client, &[]);
-            let id = as_role(extension_owner(), || {
+            let id = as_extension_owner(|| {
                 first(INSERT.run(
                     client,
                     &[

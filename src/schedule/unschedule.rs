@@ -29,7 +29,7 @@ pub(super) fn check_may_change(client: &mut SpiClient<'_>, schedule_id: Option<i
             "schedule_id must not be NULL",
         );
     };
-    let owner = crate::executor::as_role(crate::executor::extension_owner(), || {
+    let owner = crate::executor::as_extension_owner(|| {
         first(SCHEDULE.run(client, &[id.into()])).map(|row| named::<pg_sys::Oid>(&row, "owner"))
     });
     let Some(owner) = owner else {
@@ -60,7 +60,7 @@ mod pgflow {
     fn unschedule(schedule_id: Option<i64>) {
         Spi::connect_mut(|client| {
             let id = super::check_may_change(client, schedule_id);
-            crate::executor::as_role(crate::executor::extension_owner(), || {
+            crate::executor::as_extension_owner(|| {
                 DELETE.run(client, &[id.into()]);
             });
         });

@@ -20,6 +20,7 @@ pub extern "C-unwind" fn pgflow_database_worker_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = pg_sys::Oid::from(arg.value() as u32);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
+    crate::transaction::pin_search_path();
 
     let mut last_prune: Option<Instant> = None;
     crate::queue::wake::register_until_exit(crate::schedule::WAKE_KEY);

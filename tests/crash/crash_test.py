@@ -430,6 +430,68 @@ def interrupted_calls_test():
           cut > 0 and not broken, broken[:3])
 
 
+def hostile_search_path_test():
+    """The database's owner sets a search_path with look-alike operators ahead of pg_catalog; the
+    worker and the executors (restarted to pick it up) run SQL steps and a schedule, and call
+    none of them."""
+    with connect() as conn:
+        conn.execute("CREATE SCHEMA evil")
+        conn.execute("CREATE TABLE evil.calls (backend text, query text)")
+        conn.execute("GRANT USAGE ON SCHEMA evil TO PUBLIC")
+        conn.execute("GRANT INSERT ON evil.calls TO PUBLIC")
+        conn.execute("""
+            DO $do$
+            DECLARE
+                t text;
+                op text;
+                n int := 0;
+            BEGIN
+                FOREACH t IN ARRAY ARRAY['uuid', 'text', 'integer', 'bigint', 'timestamptz', 'boolean'] LOOP
+                    FOREACH op IN ARRAY ARRAY['=', '<>', '<', '<=', '>', '>='] LOOP
+                        n := n + 1;
+                        EXECUTE format($f$
+                            CREATE FUNCTION evil.f%s(a %s, b %s) RETURNS boolean LANGUAGE plpgsql AS $b$
+                            BEGIN
+                                INSERT INTO evil.calls SELECT backend_type, pg_catalog.current_query()
+                                FROM pg_catalog.pg_stat_activity WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid();
+                                RETURN a OPERATOR(pg_catalog.%s) b;
+                            END $b$ $f$, n, t, t, op);
+                        EXECUTE format('CREATE OPERATOR evil.%s (LEFTARG = %s, RIGHTARG = %s, FUNCTION = evil.f%s)',
+                                       op, t, t, n);
+                    END LOOP;
+                END LOOP;
+            END $do$""")
+        conn.execute("ALTER DATABASE pgflow_crash_test SET search_path = evil, pg_catalog, public")
+    subprocess.run(["pg_ctlcluster", "15", CLUSTER, "restart"], check=True)
+    time.sleep(1)
+    with connect() as conn:
+        sane = conn.execute("SELECT 1::integer = 1::integer").fetchone()[0]
+        hit = conn.execute("SELECT count(*) FROM evil.calls").fetchone()[0]
+        conn.execute("SET search_path = public, pg_catalog")
+        conn.execute("SELECT pgflow.create_flow('hp')")
+        conn.execute("SELECT pgflow.add_step('hp', 'a')")
+        conn.execute("SELECT pgflow.add_step('hp', 'b', ARRAY['a'])")
+        conn.execute("SELECT pgflow.set_sql_handler('hp', 'a', 'SELECT jsonb_build_object(''n'', 1)')")
+        conn.execute("SELECT pgflow.set_sql_handler('hp', 'b', 'SELECT 2')")
+        conn.execute("SELECT pgflow.start_flow('hp', '{}') FROM generate_series(1, 20)")
+        conn.execute("SELECT pgflow.schedule_flow('hp', '1 second')")
+        deadline = time.monotonic() + 30
+        done = 0
+        while time.monotonic() < deadline:
+            done = conn.execute("SELECT count(*) FROM pgflow.runs WHERE flow_slug = 'hp' AND status = 'completed'").fetchone()[0]
+            if done >= 22:
+                break
+            time.sleep(0.3)
+        calls = conn.execute("SELECT backend, left(query, 120), count(*) FROM evil.calls "
+                             "WHERE backend LIKE 'pgflow_core%' GROUP BY 1, 2").fetchall()
+        conn.execute("ALTER DATABASE pgflow_crash_test RESET search_path")
+    check("a session of the database gets the hostile search_path (its own = is a look-alike)",
+          sane is True and hit >= 1, hit)
+    check(f"under it, the executors and the worker complete SQL steps and fire a schedule ({done} runs)",
+          done >= 22, done)
+    check("and none of pgflow_core's background processes called a look-alike", not calls, calls)
+
+
 def server_log_test():
     """Our background processes logged no failure, and nothing panicked (the crash itself and the
     backends it took down log as expected)."""
@@ -446,6 +508,7 @@ def main():
     killed_backend_test()
     disk_full_test()
     interrupted_calls_test()
+    hostile_search_path_test()
     server_log_test()
     print(f"1..{n}")
     sys.exit(1 if failures else 0)

@@ -185,7 +185,8 @@ SET LOCAL search_path = public;
 SELECT pgflow.start_flow('gucs', '{}', '00000000-0000-0000-0000-0000000e7107');
 SELECT pg_temp.drain();
 SELECT is((SELECT output FROM pgflow.step_states WHERE run_id = '00000000-0000-0000-0000-0000000e7107' AND step_slug = 'b'),
-          '"public"', 'a session setting made by one handler is put back before the next');
+          (SELECT to_jsonb(reset_val) FROM pg_settings WHERE name = 'search_path'),
+          'a session setting made by one handler is put back before the next (handlers run with the database''s search_path, not the caller''s)');
 SELECT is(current_setting('search_path'), 'public', 'and the caller''s setting is untouched');
 RESET search_path;
 

@@ -1,14 +1,15 @@
 -- Least privilege: create_roles, grant_flow and revoke_flow; what a worker, an observer and a
 -- role with nothing granted can and cannot do. Roles made here go with the ROLLBACK.
 BEGIN;
-SELECT plan(56);
+SELECT plan(81);
 \ir helpers/common.psql
 
 SELECT lives_ok('SELECT pgflow.create_roles()', 'create_roles makes the roles');
 SELECT lives_ok('SELECT pgflow.create_roles()', 'and may run again');
 SELECT is((SELECT array_agg(rolname::text || ':' || rolcanlogin ORDER BY rolname) FROM pg_roles
-           WHERE rolname IN ('pgflow_worker', 'pgflow_observer')),
-          ARRAY['pgflow_observer:false', 'pgflow_worker:false'], 'pgflow_worker and pgflow_observer, NOLOGIN');
+           WHERE rolname IN ('pgflow_worker', 'pgflow_observer', 'pgflow_definer')),
+          ARRAY['pgflow_definer:false', 'pgflow_observer:false', 'pgflow_worker:false'],
+          'pgflow_worker, pgflow_observer and pgflow_definer, NOLOGIN');
 
 SELECT pgflow.create_flow('mine', max_attempts => 1);
 SELECT pgflow.add_step('mine', 'a');
@@ -159,6 +160,87 @@ SET LOCAL ROLE pgflow_t_w1;
 SELECT throws_ok($$SELECT * FROM pgflow.complete_task('00000000-0000-0000-0000-00000000e001', 'b', 0, '1')$$,
                  '42501', NULL, 'after revoke_flow the worker works no task of the flow');
 RESET ROLE;
+
+---------------------------------------------------------------------------------------------------
+-- A definer: creates flows, which it then owns, and acts on its own flows and runs only.
+---------------------------------------------------------------------------------------------------
+CREATE ROLE pgflow_t_d1 IN ROLE pgflow_definer;
+CREATE ROLE pgflow_t_d2 IN ROLE pgflow_definer;
+SET LOCAL ROLE pgflow_t_d1;
+SELECT lives_ok($$SELECT pgflow.create_flow('dflow', max_attempts => 1)$$, 'a definer creates a flow');
+SELECT lives_ok($$SELECT pgflow.add_step('dflow', 'a')$$, 'adds steps to it');
+SELECT lives_ok($$SELECT pgflow.add_step('dflow', 'who', ARRAY['a'])$$, 'and more');
+SELECT lives_ok($$SELECT pgflow.set_sql_handler('dflow', 'who', 'SELECT current_user')$$, 'gives its steps SQL handlers');
+SELECT lives_ok($$SELECT pgflow.set_flow_priority('dflow', 3)$$, 'sets its flow''s priority');
+SELECT is((SELECT status FROM pgflow.start_flow('dflow', '{}', '00000000-0000-0000-0000-00000000ed01')), 'started',
+          'starts a run of its flow');
+SELECT is((SELECT status FROM pgflow.start_run('dflow', '{}', idempotency_key => 'once')), 'started', 'and with a key');
+SELECT is(pgflow.run_status('00000000-0000-0000-0000-00000000ed01'), 'started', 'reads its run''s status');
+SELECT is((SELECT status FROM pgflow.pause_run('00000000-0000-0000-0000-00000000ed01')), 'started', 'pauses it');
+SELECT is((SELECT status FROM pgflow.resume_run('00000000-0000-0000-0000-00000000ed01')), 'started', 'resumes it');
+SELECT throws_ok($$SELECT pgflow.add_step('mine', 'evil')$$, '42501', 'must be the owner of flow "mine"',
+                 'adds no step to a flow that is not its own');
+SELECT throws_ok($$SELECT pgflow.create_flow('mine')$$, '42501', 'must be the owner of flow "mine"',
+                 'and does not take it over with create_flow');
+SELECT throws_ok($$SELECT * FROM pgflow.start_flow('mine', '{}')$$, '42501', NULL, 'starts no run of it');
+SELECT throws_ok($$SELECT * FROM pgflow.cancel_run('00000000-0000-0000-0000-00000000e002')$$, '42501', NULL,
+                 'cancels no run of it');
+SELECT throws_ok($$SELECT pgflow.run_status('00000000-0000-0000-0000-00000000e002')$$, '42501', NULL,
+                 'nor reads its status');
+SELECT throws_ok('SELECT input FROM pgflow.runs', '42501', NULL, 'reads no run table directly');
+SELECT throws_ok($$SELECT * FROM pgflow.start_tasks('dflow', '{1}', '00000000-0000-0000-0000-00000000e0aa')$$, '42501',
+                 NULL, 'works no task (that is for workers)');
+-- Its look-alike operators first in search_path run in none of the functions that act as the
+-- extension's owner for it.
+RESET ROLE;
+GRANT USAGE ON SCHEMA pgflow_t_evil TO pgflow_t_d1;
+GRANT INSERT, SELECT ON pgflow_t_evil.calls TO pgflow_t_d1;
+DELETE FROM pgflow_t_evil.calls;
+SET LOCAL ROLE pgflow_t_d1;
+SET LOCAL search_path = pgflow_t_evil, pg_catalog, public;
+SELECT status AS d_paused FROM pgflow.pause_run('00000000-0000-0000-0000-00000000ed01') \gset
+SELECT status AS d_resumed FROM pgflow.resume_run('00000000-0000-0000-0000-00000000ed01') \gset
+SELECT pgflow.run_status('00000000-0000-0000-0000-00000000ed01') AS d_status \gset
+SELECT pgflow.set_flow_priority('dflow', 4) AS d_priority \gset
+SELECT pgflow.set_flow_concurrency('dflow', 10) AS d_limit \gset
+SELECT pgflow.schedule_flow('dflow', '1 hour') AS d_schedule \gset
+SELECT pgflow.pause_schedule(:d_schedule) AS d_pause_schedule \gset
+SELECT pgflow.unschedule(:d_schedule) AS d_unschedule \gset
+SELECT status AS d_started FROM pgflow.start_run('dflow', '{}', idempotency_key => 'evil') \gset
+SELECT pgflow.set_sql_handler('dflow', 'a', 'SELECT 1') AS d_handler \gset
+SELECT pgflow.remove_handler('dflow', 'a') AS d_removed \gset
+RESET search_path;
+SELECT is(:'d_paused' || :'d_resumed' || :'d_status' || :'d_started', 'startedstartedstartedstarted',
+          'with look-alike operators first in search_path, the definer pauses, resumes, reads and starts its runs');
+SELECT is((SELECT count(*)::int FROM pgflow_t_evil.calls), 0,
+          'and no look-alike ran inside the engine (run control, priority, limit, schedules, handlers)');
+RESET ROLE;
+SET LOCAL ROLE pgflow_t_d2;
+SELECT throws_ok($$SELECT * FROM pgflow.cancel_run('00000000-0000-0000-0000-00000000ed01')$$, '42501',
+                 'must be the owner of flow "dflow"', 'another definer cannot cancel the first one''s run');
+SELECT throws_ok($$SELECT pgflow.add_step('dflow', 'x')$$, '42501', NULL, 'nor change its flow');
+RESET ROLE;
+SELECT is((SELECT owner::text FROM pgflow._flow_owners WHERE flow_slug = 'dflow'), 'pgflow_t_d1',
+          'the definer owns the flow it created');
+SET LOCAL ROLE pgflow_t_d1;
+SELECT is((SELECT status FROM pgflow.cancel_run('00000000-0000-0000-0000-00000000ed01')), 'failed', 'cancels its own run');
+RESET ROLE;
+-- Its handler runs as the definer, not as the extension's owner it acted as.
+SELECT pgflow.start_flow('dflow', '{}', '00000000-0000-0000-0000-00000000ed02');
+SELECT pg_temp.complete_step('00000000-0000-0000-0000-00000000ed02', 'a', '1');
+SELECT pgflow.run_local_tasks();
+SELECT is((SELECT output ->> 'who' FROM pgflow.runs WHERE run_id = '00000000-0000-0000-0000-00000000ed02'), 'pgflow_t_d1',
+          'the definer''s SQL handler runs as the definer');
+
+-- Every function of schema pgflow fixes its search_path, except the contract's that the contract
+-- gives none (they set an empty one inside), run_local_tasks (it runs the users' statements)
+-- and two that run no statement.
+SELECT is((SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc
+           WHERE pronamespace = 'pgflow'::regnamespace AND proconfig IS NULL),
+          ARRAY['_cascade_force_skip_steps', '_notice_worker_not_running', '_worker_preloaded',
+                'cascade_complete_taskless_steps', 'ensure_workers', 'mark_worker_stopped',
+                'prune_data_older_than', 'run_local_tasks', 'set_vt_batch', 'track_worker_function'],
+          'the functions without a fixed search_path are the known few');
 
 SELECT throws_ok($$SELECT pgflow.grant_flow('nope', 'pgflow_t_w1')$$, '42704', 'flow "nope" does not exist',
                  'grant_flow: an unknown flow');
