@@ -52,7 +52,8 @@ BEGIN
     RETURN QUERY
     WITH r AS (
         SELECT r.run_id, r.status, r.remaining_steps,
-               (SELECT count(*) FROM pgflow.steps x WHERE x.flow_slug = r.flow_slug) AS steps,
+               -- The run's own steps: a step added to its flow later is not one of them.
+               (SELECT count(*) FROM pgflow.step_states x WHERE x.run_id = r.run_id) AS steps,
                (SELECT count(*) FROM pgflow.step_states x
                  WHERE x.run_id = r.run_id AND x.status IN ('completed', 'skipped')) AS finished,
                (SELECT count(*) FROM pgflow.step_states x

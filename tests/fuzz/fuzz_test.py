@@ -88,9 +88,12 @@ class State:
         return rows or default
 
     def refresh(self):
-        self.runs = self.sample("SELECT run_id::text FROM pgflow.runs ORDER BY random() LIMIT 20", [])
-        self.msgs = self.sample(
-            "SELECT message_id FROM pgflow.step_tasks WHERE message_id IS NOT NULL ORDER BY random() LIMIT 20", [])
+        # Ordered here, sampled by the seeded generator: a seed replays the same calls.
+        runs = self.sample("SELECT run_id::text FROM pgflow.runs ORDER BY started_at, run_id", [])
+        msgs = self.sample(
+            "SELECT message_id FROM pgflow.step_tasks WHERE message_id IS NOT NULL ORDER BY run_id, step_slug, task_index", [])
+        self.runs = rng.sample(runs, min(len(runs), 20))
+        self.msgs = rng.sample(msgs, min(len(msgs), 20))
         self.schedules = self.sample("SELECT schedule_id FROM pgflow._schedules", [])
         self.flows = self.sample("SELECT flow_slug FROM pgflow.flows", []) + FLOWS
 
@@ -144,7 +147,7 @@ def value(state, schema, name, typ):
     if typ == "uuid":
         if not hostile and state.runs:
             return rng.choice(state.runs)
-        return rng.choice([None, str(uuid.uuid4()), "00000000-0000-0000-0000-000000000000"])
+        return rng.choice([None, str(uuid.UUID(int=rng.getrandbits(128), version=4)), "00000000-0000-0000-0000-000000000000"])
     if typ == "jsonb":
         if not hostile:
             return rng.choice(['{}', '{"n": 1}', "[1, 2, 3]", '["a", "b"]', '{"x": [1, 2]}'])

@@ -1,7 +1,7 @@
 -- check_invariants: no row for runs in every state that the engine made; one row naming the
 -- broken rule for each kind of corruption (each made in a savepoint and rolled back).
 BEGIN;
-SELECT plan(18);
+SELECT plan(19);
 \ir helpers/common.psql
 
 SELECT pgflow.create_flow('inv', max_attempts => 1);
@@ -51,6 +51,14 @@ SELECT is((SELECT string_agg(step_slug || ':' || status, ' ' ORDER BY step_slug)
            WHERE run_id = '00000000-0000-0000-0000-000000000a09') || ' / ' ||
           (SELECT count(*) FROM pgflow.check_invariants('inv_cond')),
           'a:completed b:skipped z:started / 0', 'a step started after one dependency completed and one was skipped: no violation');
+
+-- A step added to a flow after a run of it started is not one of the run's steps.
+SELECT pgflow.create_flow('inv_grow');
+SELECT pgflow.start_flow('inv_grow', '{}', '00000000-0000-0000-0000-000000000a10');
+SELECT pgflow.add_step('inv_grow', 'later');
+SELECT is((SELECT status FROM pgflow.runs WHERE run_id = '00000000-0000-0000-0000-000000000a10') || ' / ' ||
+          (SELECT count(*) FROM pgflow.check_invariants('inv_grow')),
+          'completed / 0', 'a run that completed before its flow got a step: no violation');
 
 -- Each corruption is found, with its rule, run and step.
 CREATE FUNCTION pg_temp.found(corrupt text) RETURNS text LANGUAGE plpgsql AS $$
