@@ -15,53 +15,11 @@ use pgflow_client_tests::*;
 
 const WORKER_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Violations of the counter invariants of `flow`, as seen in one snapshot.
-const INVARIANTS_SQL: &str = "
-WITH s AS (
-    SELECT ss.run_id, ss.step_slug, ss.status, ss.remaining_tasks, ss.remaining_deps, ss.initial_tasks,
-           st.deps_count,
-           (SELECT count(*) FROM pgflow.step_tasks t
-             WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug AND t.status = 'completed') AS done_tasks,
-           (SELECT count(*) FROM pgflow.step_tasks t
-             WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug) AS n_tasks,
-           (SELECT count(*) FROM pgflow.deps d
-              JOIN pgflow.step_states p ON p.run_id = ss.run_id AND p.step_slug = d.dep_slug
-             WHERE d.flow_slug = ss.flow_slug AND d.step_slug = ss.step_slug
-               AND p.status = 'completed') AS done_parents
-      FROM pgflow.step_states ss
-      JOIN pgflow.steps st ON st.flow_slug = ss.flow_slug AND st.step_slug = ss.step_slug
-     WHERE ss.flow_slug = $1::text
-), r AS (
-    SELECT r.run_id, r.status, r.remaining_steps,
-           (SELECT count(*) FROM pgflow.steps x WHERE x.flow_slug = r.flow_slug) AS n_steps,
-           (SELECT count(*) FROM pgflow.step_states x
-             WHERE x.run_id = r.run_id AND x.status IN ('completed', 'skipped')) AS finished_steps
-      FROM pgflow.runs r
-     WHERE r.flow_slug = $1::text
-)
-SELECT format('run %s step %s: status %s, remaining_tasks %s, initial_tasks %s, tasks %s (completed %s), '
-              'remaining_deps %s, deps_count %s, completed parents %s',
-              run_id, step_slug, status, remaining_tasks, initial_tasks, n_tasks, done_tasks,
-              remaining_deps, deps_count, done_parents)
-  FROM s
- WHERE remaining_deps < 0
-    OR remaining_deps <> deps_count - done_parents
-    OR remaining_tasks < 0
-    -- A map step with more than 16 tasks counts down in shards: remaining_tasks may lag behind
-    -- the completed tasks (by at most the unfinished shards), never ahead of them.
-    OR (status = 'started' AND initial_tasks <= 16 AND remaining_tasks IS DISTINCT FROM initial_tasks - done_tasks)
-    OR (status = 'started' AND (remaining_tasks < initial_tasks - done_tasks OR remaining_tasks > initial_tasks))
-    OR (status = 'completed' AND remaining_tasks IS DISTINCT FROM 0)
-    OR (status = 'completed' AND done_tasks <> n_tasks)
-    OR (status = 'created' AND (remaining_tasks IS NOT NULL OR n_tasks > 0))
-    OR (status IN ('started', 'completed') AND n_tasks IS DISTINCT FROM initial_tasks::bigint)
-UNION ALL
-SELECT format('run %s: status %s, remaining_steps %s, steps %s, finished steps %s',
-              run_id, status, remaining_steps, n_steps, finished_steps)
-  FROM r
- WHERE remaining_steps < 0
-    OR remaining_steps <> n_steps - finished_steps
-    OR (status = 'completed') <> (remaining_steps = 0)";
+/// Violations of the engine's invariants for `flow`, as seen in one snapshot
+/// (`pgflow.check_invariants`: counters, shards, messages against tasks).
+const INVARIANTS_SQL: &str =
+    "SELECT format('%s: run %s step %s: %s', invariant, run_id, step_slug, detail)
+                              FROM pgflow.check_invariants($1::text)";
 
 /// A connection sampling the invariants of `flow` until stopped.
 struct Monitor {
