@@ -9,7 +9,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 need_pkgs=()
 for p in postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-$PG_MAJOR-pgtap \
-         libtap-parser-sourcehandler-pgtap-perl postgresql-$PG_MAJOR-cron sudo pkg-config libssl-dev; do
+         libtap-parser-sourcehandler-pgtap-perl postgresql-$PG_MAJOR-cron postgresql-$PG_MAJOR-partman \
+         graphviz pgbouncer sudo pkg-config libssl-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -44,6 +44,9 @@ BEGIN
                   last_requeued_at, permanently_stalled_at)
         ON pgflow.step_tasks TO pgflow_observer;
     GRANT EXECUTE ON FUNCTION pgflow.check_invariants(text) TO pgflow_observer;
+    -- What runs and why it failed (docs/observability.md); the pictures need the steps' handler kinds.
+    GRANT SELECT ON pgflow.flow_stats, pgflow.failing_and_stalled_tasks TO pgflow_observer;
+    GRANT SELECT (flow_slug, step_slug, kind) ON pgflow._step_handlers TO pgflow_observer;
 END;
 $$;
 

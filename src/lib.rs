@@ -66,6 +66,16 @@ pgrx::extension_sql_file!(
     name = "pgflow_roles",
     requires = ["pgflow_invariants"]
 );
+pgrx::extension_sql_file!(
+    "../sql/pgflow_observe.sql",
+    name = "pgflow_observe",
+    requires = ["pgflow_control"]
+);
+pgrx::extension_sql_file!(
+    "../sql/pgflow_graph.sql",
+    name = "pgflow_graph",
+    requires = ["pgflow_executor", "pgflow_control"]
+);
 pgrx::extension_sql_file!("../sql/pgflow_api.sql", name = "pgflow_api", finalize);
 
 #[pg_guard]

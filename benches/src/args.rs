@@ -19,6 +19,9 @@ WORKLOADS (positional or --workload):
     sql-latency one-step SQL flow started at --rate for --seconds: start_flow -> handler end
     sql       the five sql-* workloads (the server must run executors for the database)
     all       everything above, then a summary table (default)
+    observe   flow_stats, failing_and_stalled_tasks, explain_run and the pictures with 1,000,000
+              completed tasks kept (--quick: 100,000); fails on a median over 50 ms or a whole-table
+              scan. Not part of all: it leaves the tasks in the database
 
 OPTIONS:
     --dsn DSN            connection string (default: host=localhost port=5444 user=postgres dbname=pgflow_bench)
@@ -134,6 +137,7 @@ const WORKLOADS: &[&str] = &[
     "sql-map",
     "sql-latency",
     "sql",
+    "observe",
     "all",
 ];
 

@@ -7,6 +7,7 @@
 mod args;
 mod flows;
 mod limit;
+mod observe;
 mod queue;
 mod report;
 mod sql;
@@ -196,6 +197,7 @@ fn run_workload(ctx: &mut Ctx, workload: &str) {
             sql::map_speedup(ctx, n, &walls);
         }
         "sql-latency" => round(ctx, "sql-latency", sql::latency),
+        "observe" => round(ctx, "observe", observe::run),
         "sql" => {
             for w in ["sql-adhoc", "sql-flow", "sql-dag", "sql-map", "sql-latency"] {
                 run_workload(ctx, w);

@@ -97,10 +97,15 @@ mod pgflow {
     }
 }
 
+/// Is pgflow_core installed in this database at this library's version? Between installing a
+/// new library and `ALTER EXTENSION pgflow_core UPDATE` the schema is the old one, which the
+/// background processes leave alone.
 pub(crate) fn extension_installed() -> bool {
     in_transaction(|| {
-        Spi::get_one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pgflow_core')",
+        Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension \
+             WHERE extname = 'pgflow_core' AND extversion = $1)",
+            &[env!("CARGO_PKG_VERSION").into()],
         )
         .ok()
         .flatten()

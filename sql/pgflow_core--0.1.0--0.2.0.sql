@@ -1,0 +1,423 @@
+-- pgflow_core 0.1.0 -> 0.2.0 (ALTER EXTENSION pgflow_core UPDATE). The upgrade suite checks that
+-- the result equals a fresh install of 0.2.0, object by object. What 0.2.0 added is copied here
+-- as it was released; the files under sql/ go on changing with later versions.
+\echo Use "ALTER EXTENSION pgflow_core UPDATE" to load this file. \quit
+
+-- sql/pgflow_observe.sql
+-- Observability (docs/observability.md): pgflow.flow_stats, pgflow.explain_run and
+-- pgflow.failing_and_stalled_tasks. They read these indexes, so their cost follows the recent
+-- and the active tasks, not all the tasks ever kept.
+
+-- Finished tasks of a flow by time; the covering columns give durations and waits.
+CREATE INDEX idx_step_tasks_flow_completed ON pgflow.step_tasks (flow_slug, completed_at)
+    INCLUDE (started_at, queued_at) WHERE status = 'completed';
+CREATE INDEX idx_step_tasks_flow_failed ON pgflow.step_tasks (flow_slug, failed_at) WHERE status = 'failed';
+-- Queued tasks of a flow, oldest first.
+CREATE INDEX idx_step_tasks_flow_queued ON pgflow.step_tasks (flow_slug, queued_at) WHERE status = 'queued';
+-- Runs of a flow by status (counted from the index alone).
+CREATE INDEX idx_runs_flow_status ON pgflow.runs (flow_slug, status);
+
+-- The figures of one flow (flow_stats). Its statements are planned per flow, without JIT: with
+-- a big history the planner's estimates would otherwise pass jit_above_cost, and compiling
+-- costs far more than these index reads.
+CREATE FUNCTION pgflow._flow_stats(flow_slug text)
+RETURNS TABLE (
+    runs_running bigint, runs_paused bigint, runs_waiting bigint, runs_completed bigint, runs_failed bigint,
+    runs_cancelled bigint, tasks_completed_last_minute bigint, tasks_completed_last_hour bigint,
+    tasks_failed_last_minute bigint, tasks_failed_last_hour bigint,
+    task_duration_p50 interval, task_duration_p95 interval, queue_wait_p50 interval, queue_wait_p95 interval,
+    tasks_queued bigint, tasks_started bigint, oldest_queued_age interval, last_error text, last_error_at timestamptz)
+LANGUAGE sql STABLE SET search_path = '' SET jit = off AS $$
+SELECT coalesce(r.running, 0), coalesce(r.paused, 0), coalesce(r.waiting, 0), coalesce(r.completed, 0),
+       coalesce(r.failed, 0), coalesce(r.cancelled, 0),
+       d.completed_last_minute, d.completed_last_hour, e.failed_last_minute, e.failed_last_hour,
+       d.duration_p50, d.duration_p95, d.wait_p50, d.wait_p95,
+       q.queued, s.started, now() - q.oldest, l.error_message, l.failed_at
+FROM (SELECT _flow_stats.flow_slug AS slug) f
+LEFT JOIN LATERAL (
+    SELECT (sum(n) FILTER (WHERE r.status = 'completed'))::bigint AS completed,
+           (sum(n) FILTER (WHERE r.status = 'failed') - sum(c.cancelled))::bigint AS failed,
+           sum(c.cancelled)::bigint AS cancelled,
+           (sum(n) FILTER (WHERE r.status = 'started') - sum(c.paused) - sum(c.waiting))::bigint AS running,
+           sum(c.paused)::bigint AS paused,
+           sum(c.waiting)::bigint AS waiting
+    FROM (SELECT x.status, count(*) AS n FROM pgflow.runs x
+          WHERE x.flow_slug = f.slug GROUP BY x.status) r
+    -- Controlled runs are few: cancelled ones among the failed, paused and waiting ones among
+    -- the started.
+    CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE rc.state = 'cancelled') AS cancelled,
+               count(*) FILTER (WHERE rc.state = 'paused') AS paused,
+               count(*) FILTER (WHERE rc.state = 'waiting') AS waiting
+        FROM pgflow._run_control rc JOIN pgflow.runs x ON x.run_id = rc.run_id
+        WHERE x.flow_slug = f.slug AND x.status = r.status AND r.status <> 'completed') c
+) r ON true
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE t.completed_at > now() - interval '1 minute') AS completed_last_minute,
+           count(*) AS completed_last_hour,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY t.completed_at - t.started_at) AS duration_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY t.completed_at - t.started_at) AS duration_p95,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY t.started_at - t.queued_at) AS wait_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY t.started_at - t.queued_at) AS wait_p95
+    FROM pgflow.step_tasks t
+    WHERE t.flow_slug = f.slug AND t.status = 'completed' AND t.completed_at > now() - interval '1 hour'
+) d
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE t.failed_at > now() - interval '1 minute') AS failed_last_minute,
+           count(*) AS failed_last_hour
+    FROM pgflow.step_tasks t
+    WHERE t.flow_slug = f.slug AND t.status = 'failed' AND t.failed_at > now() - interval '1 hour'
+) e
+CROSS JOIN LATERAL (
+    SELECT count(*) AS queued, min(t.queued_at) AS oldest
+    FROM pgflow.step_tasks t JOIN pgflow.runs x ON x.run_id = t.run_id AND x.status = 'started'
+    WHERE t.flow_slug = f.slug AND t.status = 'queued'
+      AND NOT EXISTS (SELECT 1 FROM pgflow._run_control c WHERE c.run_id = t.run_id)
+) q
+CROSS JOIN LATERAL (
+    SELECT count(*) AS started
+    FROM pgflow.step_tasks t WHERE t.status = 'started' AND t.flow_slug = f.slug
+) s
+LEFT JOIN LATERAL (
+    SELECT t.error_message, t.failed_at
+    FROM pgflow.step_tasks t WHERE t.flow_slug = f.slug AND t.status = 'failed'
+    ORDER BY t.failed_at DESC LIMIT 1
+) l ON true;
+$$;
+
+-- One row per flow: its runs by status; its tasks finished in the last minute and hour, their
+-- p50 and p95 duration and queue wait (over the last hour); started tasks; tasks queued in
+-- running runs (not paused, waiting or cancelled) and the age of the oldest; the last task that
+-- failed for good.
+CREATE VIEW pgflow.flow_stats AS
+SELECT f.flow_slug, s.*
+FROM pgflow.flows f CROSS JOIN LATERAL pgflow._flow_stats(f.flow_slug) s;
+
+-- Tasks that need a look, across flows: failed for good in the last day, queued again after a
+-- failed attempt, and started ones that ran past their timeout, whose worker went silent (no
+-- heartbeat for a minute, or stopped), or that stalled for good.
+CREATE VIEW pgflow.failing_and_stalled_tasks AS
+SELECT t.problem, t.flow_slug, t.run_id, t.step_slug, t.task_index, t.attempts_count AS attempts,
+       t.since, now() - t.since AS age, t.last_worker_id AS worker_id, w.function_name AS worker_function,
+       t.error_message
+FROM (
+    SELECT 'failed'::text AS problem, t.flow_slug, t.run_id, t.step_slug, t.task_index, t.attempts_count,
+           t.failed_at AS since, t.last_worker_id, t.error_message
+    FROM pgflow.flows f
+    JOIN pgflow.step_tasks t ON t.flow_slug = f.flow_slug AND t.status = 'failed'
+                            AND t.failed_at > now() - interval '1 day'
+    UNION ALL
+    SELECT 'retrying', t.flow_slug, t.run_id, t.step_slug, t.task_index, t.attempts_count,
+           t.queued_at, t.last_worker_id, t.error_message
+    FROM pgflow.flows f
+    JOIN pgflow.step_tasks t ON t.flow_slug = f.flow_slug AND t.status = 'queued' AND t.attempts_count > 0
+    UNION ALL
+    SELECT CASE WHEN t.permanently_stalled_at IS NOT NULL THEN 'stalled for good'
+                WHEN t.started_at < now() - make_interval(secs => coalesce(st.opt_timeout, fl.opt_timeout))
+                     THEN 'past its timeout'
+                ELSE 'worker silent' END,
+           t.flow_slug, t.run_id, t.step_slug, t.task_index, t.attempts_count,
+           coalesce(t.permanently_stalled_at, t.started_at), t.last_worker_id, t.error_message
+    FROM pgflow.step_tasks t
+    JOIN pgflow.flows fl ON fl.flow_slug = t.flow_slug
+    JOIN pgflow.steps st ON st.flow_slug = t.flow_slug AND st.step_slug = t.step_slug
+    LEFT JOIN pgflow.workers wk ON wk.worker_id = t.last_worker_id
+    WHERE t.status = 'started'
+      AND (t.permanently_stalled_at IS NOT NULL
+           OR t.started_at < now() - make_interval(secs => coalesce(st.opt_timeout, fl.opt_timeout))
+           OR wk.stopped_at IS NOT NULL
+           OR wk.last_heartbeat_at < now() - interval '1 minute')
+) t
+LEFT JOIN pgflow.workers w ON w.worker_id = t.last_worker_id;
+
+-- One run, step by step and task by task: a row for the run, one per step (task_index NULL)
+-- and one per task, with status, attempts, times, worker and error. note says why: the step
+-- whose failure failed the run, why a step was skipped, what a waiting step waits for.
+CREATE FUNCTION pgflow.explain_run(run_id uuid)
+RETURNS TABLE (
+    kind text, step_slug text, step_type text, task_index integer, status text, attempts integer,
+    queued_at timestamptz, started_at timestamptz, finished_at timestamptz,
+    queue_wait interval, duration interval, worker_id uuid, worker_function text,
+    error_message text, note text)
+LANGUAGE plpgsql STABLE SET search_path = '' AS $$
+DECLARE
+    run record;
+    control text;
+    cause text;
+BEGIN
+    SELECT r.status, r.remaining_steps, r.started_at, r.completed_at, r.failed_at INTO run
+    FROM pgflow.runs r WHERE r.run_id = explain_run.run_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', explain_run.run_id USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT c.state INTO control FROM pgflow._run_control c WHERE c.run_id = explain_run.run_id;
+    -- The step that failed first failed the run (a cancelled run has none).
+    IF run.status = 'failed' AND control IS DISTINCT FROM 'cancelled' THEN
+        SELECT s.step_slug INTO cause FROM pgflow.step_states s
+        WHERE s.run_id = explain_run.run_id AND s.status = 'failed'
+        ORDER BY s.failed_at, s.step_slug LIMIT 1;
+    END IF;
+
+    RETURN QUERY
+    SELECT 'run', NULL::text, NULL::text, NULL::integer,
+           CASE WHEN control IS NOT NULL AND (run.status = 'started' OR control = 'cancelled')
+                THEN control ELSE run.status END,
+           NULL::integer, NULL::timestamptz, run.started_at, coalesce(run.completed_at, run.failed_at),
+           NULL::interval, coalesce(run.completed_at, run.failed_at, now()) - run.started_at,
+           NULL::uuid, NULL::text, NULL::text,
+           CASE WHEN cause IS NOT NULL THEN pg_catalog.format('step %s failed', cause)
+                WHEN run.status = 'started' THEN pg_catalog.format('%s steps to go', run.remaining_steps) END;
+
+    RETURN QUERY
+    SELECT x.kind, x.step_slug, x.step_type, x.task_index, x.status, x.attempts, x.queued_at, x.started_at,
+           x.finished_at, x.started_at - x.queued_at,
+           CASE WHEN x.started_at IS NOT NULL THEN coalesce(x.finished_at, now()) - x.started_at END,
+           x.worker_id, w.function_name, x.error_message, x.note
+    FROM (
+        SELECT 'step' AS kind, st.step_index, s.step_slug, st.step_type, NULL::integer AS task_index, s.status,
+               (SELECT max(t.attempts_count) FROM pgflow.step_tasks t
+                WHERE t.run_id = s.run_id AND t.step_slug = s.step_slug) AS attempts,
+               s.created_at AS queued_at, s.started_at,
+               coalesce(s.completed_at, s.failed_at, s.skipped_at) AS finished_at,
+               NULL::uuid AS worker_id, s.error_message,
+               CASE WHEN s.step_slug = cause THEN 'failed the run'
+                    WHEN s.status = 'skipped' THEN 'skipped: ' || s.skip_reason
+                    WHEN s.status = 'created' AND run.status <> 'started' THEN 'not run'
+                    WHEN s.status = 'created' AND s.remaining_deps > 0 THEN
+                        'waits for ' || (SELECT string_agg(d.dep_slug, ', ' ORDER BY d.dep_slug)
+                                         FROM pgflow.deps d JOIN pgflow.step_states ds
+                                           ON ds.run_id = s.run_id AND ds.step_slug = d.dep_slug
+                                         WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug
+                                           AND ds.status NOT IN ('completed', 'skipped'))
+                    WHEN s.status = 'started' THEN pg_catalog.format('%s of %s tasks to go', s.remaining_tasks, s.initial_tasks)
+               END AS note
+        FROM pgflow.step_states s
+        JOIN pgflow.steps st ON st.flow_slug = s.flow_slug AND st.step_slug = s.step_slug
+        WHERE s.run_id = explain_run.run_id
+        UNION ALL
+        SELECT 'task', st.step_index, t.step_slug, st.step_type, t.task_index, t.status, t.attempts_count,
+               t.queued_at, t.started_at, coalesce(t.completed_at, t.failed_at), t.last_worker_id, t.error_message,
+               CASE WHEN t.permanently_stalled_at IS NOT NULL THEN 'stalled for good'
+                    WHEN t.requeued_count > 0 THEN pg_catalog.format('requeued %s times after its worker stalled', t.requeued_count)
+                    WHEN t.status = 'queued' AND t.attempts_count > 0 THEN 'queued again after a failed attempt' END
+        FROM pgflow.step_tasks t
+        JOIN pgflow.steps st ON st.flow_slug = t.flow_slug AND st.step_slug = t.step_slug
+        WHERE t.run_id = explain_run.run_id
+    ) x
+    LEFT JOIN pgflow.workers w ON w.worker_id = x.worker_id
+    ORDER BY x.step_index, x.task_index NULLS FIRST;
+END;
+$$;
+
+-- sql/pgflow_graph.sql
+-- Pictures of flows and runs (docs/observability.md#pictures): pgflow.flow_graph and
+-- pgflow.run_graph, in Mermaid or Graphviz DOT. One renderer draws both; a run's picture adds
+-- each step's state, duration and attempts.
+
+-- A duration the way people read it: 850 ms, 2.4 s, 3 min 5 s, 2 h 10 min.
+CREATE FUNCTION pgflow._format_duration(d interval)
+RETURNS text LANGUAGE sql IMMUTABLE SET search_path = '' AS $$
+    SELECT CASE
+        WHEN d IS NULL THEN NULL
+        WHEN extract(epoch FROM d) < 1 THEN round(extract(epoch FROM d) * 1000) || ' ms'
+        WHEN extract(epoch FROM d) < 60 THEN round(extract(epoch FROM d), 1) || ' s'
+        WHEN extract(epoch FROM d) < 3600 THEN floor(extract(epoch FROM d) / 60) || ' min '
+                                               || floor(extract(epoch FROM d)::numeric % 60) || ' s'
+        ELSE floor(extract(epoch FROM d) / 3600) || ' h ' || floor(extract(epoch FROM d)::numeric % 3600 / 60) || ' min'
+    END
+$$;
+
+-- The picture of a flow's steps (run_id NULL) or of one run's.
+CREATE FUNCTION pgflow._graph(flow_slug text, run_id uuid, format text, title text)
+RETURNS text LANGUAGE plpgsql STABLE SET search_path = '' AS $$
+DECLARE
+    step record;
+    edge record;
+    lines text[] := ARRAY[]::text[];
+    label text[];
+    attrs text;
+    shape text;
+    palette CONSTANT jsonb := '{
+        "created":   {"fill": "#eeeeee", "stroke": "#9e9e9e"},
+        "started":   {"fill": "#d0e4ff", "stroke": "#1565c0"},
+        "completed": {"fill": "#d4edda", "stroke": "#2e7d32"},
+        "failed":    {"fill": "#f8d7da", "stroke": "#c62828"},
+        "skipped":   {"fill": "#ffffff", "stroke": "#9e9e9e"}}';
+BEGIN
+    IF format IS NULL OR format NOT IN ('mermaid', 'dot') THEN
+        RAISE EXCEPTION 'format must be ''mermaid'' or ''dot'', not %', coalesce(pg_catalog.quote_literal(format), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF format = 'mermaid' THEN
+        -- Slugs and run ids need no escaping in YAML's double quotes.
+        lines := ARRAY['---', 'title: "' || title || '"', '---', 'flowchart TD'];
+    ELSE
+        lines := ARRAY['digraph ' || pgflow._dot_string(flow_slug) || ' {',
+                       '    label=' || pgflow._dot_string(title) || '; labelloc=t; fontname="Helvetica";',
+                       '    node [shape=box, style="rounded", fontname="Helvetica"];',
+                       '    edge [color="#555555"];'];
+    END IF;
+
+    FOR step IN
+        SELECT st.step_index, st.step_slug, st.step_type, h.kind AS handler,
+               st.required_input_pattern, st.forbidden_input_pattern,
+               s.status, s.initial_tasks,
+               coalesce(s.completed_at, s.failed_at, s.skipped_at, CASE WHEN s.status = 'started' THEN now() END)
+                   - s.started_at AS duration,
+               (SELECT max(t.attempts_count) FROM pgflow.step_tasks t
+                WHERE t.run_id = s.run_id AND t.step_slug = s.step_slug) AS attempts
+        FROM pgflow.steps st
+        LEFT JOIN pgflow._step_handlers h ON h.flow_slug = st.flow_slug AND h.step_slug = st.step_slug
+        LEFT JOIN pgflow.step_states s ON s.run_id = _graph.run_id AND s.step_slug = st.step_slug
+        WHERE st.flow_slug = _graph.flow_slug AND (_graph.run_id IS NULL OR s.run_id IS NOT NULL)
+        ORDER BY st.step_index
+    LOOP
+        label := ARRAY[step.step_slug];
+        label := label || NULLIF(concat_ws(' · ',
+            CASE WHEN step.step_type = 'map' THEN 'map' END,
+            CASE step.handler WHEN 'sql' THEN 'SQL' WHEN 'program' THEN 'program' WHEN 'adhoc' THEN 'ad-hoc SQL' END), '');
+        IF step.required_input_pattern IS NOT NULL THEN
+            label := label || ('if ' || step.required_input_pattern::text);
+        END IF;
+        IF step.forbidden_input_pattern IS NOT NULL THEN
+            label := label || ('unless ' || step.forbidden_input_pattern::text);
+        END IF;
+        IF run_id IS NOT NULL THEN
+            label := label || concat_ws(' · ', step.status, pgflow._format_duration(step.duration),
+                CASE WHEN step.attempts = 1 THEN '1 attempt' WHEN step.attempts > 1 THEN step.attempts || ' attempts' END,
+                CASE WHEN step.step_type = 'map' AND step.initial_tasks IS NOT NULL THEN step.initial_tasks || ' tasks' END);
+        END IF;
+        shape := CASE WHEN step.handler = 'program' THEN 'program' WHEN step.handler IS NOT NULL THEN 'sql'
+                      WHEN step.step_type = 'map' THEN 'map' ELSE 'single' END;
+
+        IF format = 'mermaid' THEN
+            attrs := '"' || array_to_string(ARRAY(SELECT pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
+                         l, '"', '#quot;'), '<', '#60;'), '>', '#62;') FROM unnest(label) WITH ORDINALITY u(l, i) ORDER BY i), '<br/>') || '"';
+            lines := lines || ('    s' || step.step_index || CASE shape
+                WHEN 'program' THEN '{{' || attrs || '}}' WHEN 'sql' THEN '[(' || attrs || ')]'
+                WHEN 'map' THEN '[[' || attrs || ']]' ELSE '[' || attrs || ']' END);
+            IF step.status IS NOT NULL THEN
+                lines := lines || ('    class s' || step.step_index || ' ' || step.status);
+            END IF;
+        ELSE
+            attrs := 'label=' || pgflow._dot_string(array_to_string(label, E'\n')) || CASE shape
+                WHEN 'program' THEN ', shape=hexagon' WHEN 'sql' THEN ', shape=cylinder'
+                WHEN 'map' THEN ', shape=box3d' ELSE '' END;
+            IF step.status IS NOT NULL THEN
+                attrs := attrs || pg_catalog.format(', style="%s", fillcolor="%s", color="%s"',
+                    CASE WHEN step.status = 'skipped' THEN 'rounded,dashed' ELSE 'rounded,filled' END,
+                    palette -> step.status ->> 'fill', palette -> step.status ->> 'stroke');
+            END IF;
+            lines := lines || ('    s' || step.step_index || ' [' || attrs || '];');
+        END IF;
+    END LOOP;
+
+    FOR edge IN
+        SELECT a.step_index AS from_index, b.step_index AS to_index
+        FROM pgflow.deps d
+        JOIN pgflow.steps a ON a.flow_slug = d.flow_slug AND a.step_slug = d.dep_slug
+        JOIN pgflow.steps b ON b.flow_slug = d.flow_slug AND b.step_slug = d.step_slug
+        WHERE d.flow_slug = _graph.flow_slug
+          AND (_graph.run_id IS NULL OR EXISTS (SELECT 1 FROM pgflow.step_states s
+                                                WHERE s.run_id = _graph.run_id AND s.step_slug = d.step_slug))
+        ORDER BY b.step_index, a.step_index
+    LOOP
+        lines := lines || ('    s' || edge.from_index || CASE WHEN format = 'mermaid' THEN ' --> s' ELSE ' -> s' END
+                           || edge.to_index || CASE WHEN format = 'dot' THEN ';' ELSE '' END);
+    END LOOP;
+
+    IF format = 'mermaid' AND run_id IS NOT NULL THEN
+        lines := lines || ARRAY(SELECT pg_catalog.format('    classDef %s fill:%s,stroke:%s%s', p.key, p.value ->> 'fill',
+                                       p.value ->> 'stroke', CASE WHEN p.key = 'skipped' THEN ',stroke-dasharray:4 3' ELSE '' END)
+                                FROM jsonb_each(palette) p ORDER BY p.key);
+    ELSIF format = 'dot' THEN
+        lines := lines || '}'::text;
+    END IF;
+    RETURN array_to_string(lines, E'\n') || E'\n';
+END;
+$$;
+
+-- A DOT string literal.
+CREATE FUNCTION pgflow._dot_string(s text)
+RETURNS text LANGUAGE sql IMMUTABLE SET search_path = '' AS $$
+    SELECT '"' || pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(s, '\', '\\'), '"', '\"'), E'\n', '\n') || '"'
+$$;
+
+-- A flow as a graph: steps (map steps, SQL and program steps, conditions) and dependencies.
+CREATE FUNCTION pgflow.flow_graph(flow_slug text, format text DEFAULT 'mermaid')
+RETURNS text LANGUAGE plpgsql STABLE SET search_path = '' AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pgflow.flows f WHERE f.flow_slug = flow_graph.flow_slug) THEN
+        RAISE EXCEPTION 'flow "%" does not exist', flow_slug USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN pgflow._graph(flow_slug, NULL, format, 'flow ' || flow_slug);
+END;
+$$;
+
+-- A run as a graph: its flow's picture with each step coloured by its state and labelled with
+-- its duration, attempts and (map steps) tasks.
+CREATE FUNCTION pgflow.run_graph(run_id uuid, format text DEFAULT 'mermaid')
+RETURNS text LANGUAGE plpgsql STABLE SET search_path = '' AS $$
+DECLARE
+    run record;
+BEGIN
+    SELECT r.flow_slug, r.status, c.state AS control INTO run
+    FROM pgflow.runs r LEFT JOIN pgflow._run_control c ON c.run_id = r.run_id
+    WHERE r.run_id = run_graph.run_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', run_id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN pgflow._graph(run.flow_slug, run_id, format,
+        pg_catalog.format('run %s of %s: %s', run_id, run.flow_slug,
+                          CASE WHEN run.control IS NOT NULL AND (run.status = 'started' OR run.control = 'cancelled')
+                               THEN run.control ELSE run.status END));
+END;
+$$;
+
+-- sql/pgflow_roles.sql: observers read the new views.
+CREATE OR REPLACE FUNCTION pgflow.create_roles()
+RETURNS void LANGUAGE plpgsql SET search_path = '' AS $$
+DECLARE
+    r text;
+BEGIN
+    PERFORM pgflow._require_extension_owner('create pgflow_core''s roles');
+    FOREACH r IN ARRAY ARRAY['pgflow_worker', 'pgflow_observer', 'pgflow_definer'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+    END LOOP;
+    GRANT USAGE ON SCHEMA pgflow, pgmq TO pgflow_worker, pgflow_observer, pgflow_definer;
+    -- Definers: the functions check that the flow or run is theirs (src/privileges.rs); they
+    -- read definitions directly.
+    GRANT SELECT ON pgflow.flows, pgflow.steps, pgflow.deps TO pgflow_definer;
+    -- Workers: their heartbeat rows; the tasks of the flows that grant_flow names.
+    GRANT SELECT, INSERT, UPDATE ON pgflow.workers TO pgflow_worker;
+    -- Observers: definitions and states, never a run's input or a step's output.
+    GRANT SELECT ON pgflow.flows, pgflow.steps, pgflow.deps, pgflow.workers, pgflow.worker_functions,
+                    pgflow._run_control, pgflow._flow_options TO pgflow_observer;
+    GRANT SELECT (run_id, flow_slug, status, remaining_steps, started_at, completed_at, failed_at)
+        ON pgflow.runs TO pgflow_observer;
+    GRANT SELECT (flow_slug, run_id, step_slug, status, remaining_tasks, remaining_deps, initial_tasks,
+                  created_at, started_at, completed_at, failed_at, skipped_at, skip_reason, error_message)
+        ON pgflow.step_states TO pgflow_observer;
+    GRANT SELECT (flow_slug, run_id, step_slug, task_index, message_id, status, attempts_count, error_message,
+                  queued_at, started_at, completed_at, failed_at, last_worker_id, requeued_count,
+                  last_requeued_at, permanently_stalled_at)
+        ON pgflow.step_tasks TO pgflow_observer;
+    GRANT EXECUTE ON FUNCTION pgflow.check_invariants(text) TO pgflow_observer;
+    -- What runs and why it failed (docs/observability.md); the pictures need the steps' handler kinds.
+    GRANT SELECT ON pgflow.flow_stats, pgflow.failing_and_stalled_tasks TO pgflow_observer;
+    GRANT SELECT (flow_slug, step_slug, kind) ON pgflow._step_handlers TO pgflow_observer;
+END;
+$$;
+
+-- A database whose observers were set up by create_roles gets the new grants now.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgflow_observer')
+       AND pg_catalog.has_table_privilege('pgflow_observer', 'pgflow.flows', 'SELECT') THEN
+        GRANT SELECT ON pgflow.flow_stats, pgflow.failing_and_stalled_tasks TO pgflow_observer;
+        GRANT SELECT (flow_slug, step_slug, kind) ON pgflow._step_handlers TO pgflow_observer;
+    END IF;
+END;
+$$;
