@@ -2,7 +2,7 @@
 # The whole test suite. Run as root on Debian 12:  bash scripts/test.sh
 #
 #   scripts/test.sh            install what is missing, build, install, run every suite
-#   scripts/test.sh SUITE...   run only these suites (lint unit sql client python fuzz dump upgrade graph isolation durability crash worker executor readme)
+#   scripts/test.sh SUITE...   run only these suites (lint unit sql client python workers fuzz dump upgrade graph isolation durability crash worker executor readme)
 #   SKIP_BUILD=1               reuse the installed extension
 #
 # Suites run against a dedicated cluster "pgflow_test" on port $PGFLOW_TEST_PORT (5439) with
@@ -20,7 +20,7 @@ export PGFLOW_TEST_DSN="host=localhost port=$PGFLOW_TEST_PORT user=postgres dbna
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(lint unit sql client python fuzz dump upgrade graph isolation durability crash worker executor readme)
+[ ${#suites[@]} -eq 0 ] && suites=(lint unit sql client python workers fuzz dump upgrade graph isolation durability crash worker executor readme)
 
 passed=0
 failed=0
@@ -118,6 +118,22 @@ for suite in "${suites[@]}"; do
       f=$(grep -oE '[0-9]+ (failed|error)' "$log" | awk '{ s += $1 } END { print s + 0 }')
       [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
       record python "${p:-0}" "$f"
+      ;;
+    workers)
+      # The worker libraries of workers/: Python (psycopg) against a database of their own.
+      fresh_db pgflow_worker_py pgflow_core || { record workers 0 1; continue; }
+      venv=$root/target/pyvenv-psycopg
+      if ! "$venv/bin/python" -c "import psycopg, pytest" 2>/dev/null; then
+        python3 -m venv "$venv" && "$venv/bin/pip" install -q 'psycopg[binary]==3.2.*' pytest
+      fi
+      log=$(mktemp)
+      PGFLOW_WORKER_DSN="host=localhost port=$PGFLOW_TEST_PORT user=postgres dbname=pgflow_worker_py" \
+        "$venv/bin/pytest" -q workers/python/tests 2>&1 | tee "$log"
+      status=${PIPESTATUS[0]}
+      p=$(grep -oE '[0-9]+ passed' "$log" | tail -1 | grep -oE '[0-9]+' || echo 0)
+      f=$(grep -oE '[0-9]+ (failed|error)' "$log" | awk '{ s += $1 } END { print s + 0 }')
+      [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+      record workers "${p:-0}" "$f"
       ;;
     dump|upgrade|graph|durability|worker|executor|isolation|crash|fuzz)
       log=$(mktemp)

@@ -257,8 +257,7 @@ SELECT is((SELECT count(*)::int FROM pg_constraint WHERE connamespace = 'pgflow'
 SELECT set_eq($$SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
                 JOIN pg_class c2 ON c2.oid = i.indexrelid
                 WHERE c.relnamespace = 'pgflow'::regnamespace AND NOT i.indisunique AND c.relname NOT LIKE '\_%'
-                  AND c2.relname NOT IN ('idx_step_tasks_flow_completed', 'idx_step_tasks_flow_failed',
-                                         'idx_step_tasks_flow_queued', 'idx_runs_flow_status')$$,
+                  AND c2.relname NOT IN ('idx_step_tasks_flow_completed', 'idx_step_tasks_flow_failed')$$,
     ARRAY[
       'CREATE INDEX idx_deps_by_flow_dep ON pgflow.deps USING btree (flow_slug, dep_slug)',
       'CREATE INDEX idx_deps_by_flow_step ON pgflow.deps USING btree (flow_slug, step_slug)',

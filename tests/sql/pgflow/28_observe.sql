@@ -1,7 +1,7 @@
 -- Observability: pgflow.flow_stats, pgflow.failing_and_stalled_tasks and pgflow.explain_run.
 -- Times are set by hand (now() is the transaction's), so counts and percentiles are exact.
 BEGIN;
-SELECT plan(24);
+SELECT plan(25);
 \ir helpers/common.psql
 
 SELECT pgflow.create_flow('obs', max_attempts => 1, timeout => 60);
@@ -34,6 +34,11 @@ SELECT pgflow.start_flow('obs', '{}', '00000000-0000-0000-0000-0000000000a2');
 SELECT pgflow.start_flow('obs_limit', '{}', '00000000-0000-0000-0000-0000000000b1');
 SELECT pgflow.start_flow('obs_limit', '{}', '00000000-0000-0000-0000-0000000000b2');
 
+SELECT set_eq($$SELECT pg_get_indexdef(indexrelid) FROM pg_index
+                WHERE indexrelid IN ('pgflow.idx_step_tasks_flow_completed'::regclass, 'pgflow.idx_step_tasks_flow_failed'::regclass)$$,
+    ARRAY['CREATE INDEX idx_step_tasks_flow_completed ON pgflow.step_tasks USING btree (flow_slug, completed_at) INCLUDE (started_at, queued_at) WHERE (status = ''completed''::text)',
+          'CREATE INDEX idx_step_tasks_flow_failed ON pgflow.step_tasks USING btree (flow_slug, failed_at) WHERE (status = ''failed''::text)'],
+    'the two indexes of observability: finished tasks of a flow by time');
 SELECT columns_are('pgflow', 'flow_stats', ARRAY[
     'flow_slug', 'runs_running', 'runs_paused', 'runs_waiting', 'runs_completed', 'runs_failed', 'runs_cancelled',
     'tasks_completed_last_minute', 'tasks_completed_last_hour', 'tasks_failed_last_minute', 'tasks_failed_last_hour',

@@ -1,0 +1,289 @@
+"""A worker for pgflow_core flows, in Python on psycopg 3.
+
+Register a handler per flow and step, then run the worker::
+
+    from pgflow_worker import Worker
+
+    worker = Worker("host=localhost dbname=app", max_concurrency=8)
+
+    @worker.step("analyze_website", "website")
+    def website(flow_input, ctx):
+        return {"content": fetch(flow_input["url"])}
+
+    @worker.step("analyze_website", "summary")
+    def summary(deps, ctx):
+        return summarize(deps["website"]["content"])
+
+    worker.run()  # until SIGTERM or SIGINT
+
+A handler gets the pgflow 0.12+ shapes: a root step the run's input, a dependent step an object
+of its dependencies' outputs, a map step its element; `ctx.flow_input` is the run's input in
+every case. What it returns is the task's output; what it raises fails the attempt (the engine
+retries it while attempts remain).
+"""
+
+from __future__ import annotations
+
+import inspect
+import asyncio
+import logging
+import signal
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+__all__ = ["Worker", "Context"]
+log = logging.getLogger("pgflow_worker")
+
+
+@dataclass
+class Context:
+    """What a handler knows about its task besides its input."""
+
+    flow_slug: str
+    run_id: uuid.UUID
+    step_slug: str
+    task_index: int
+    msg_id: int
+    worker_id: uuid.UUID
+    # Set when the worker is shutting down: long handlers may stop early (and raise).
+    shutdown: threading.Event
+    _flow_input: Any = None
+    _load_flow_input: Optional[Callable[[], Any]] = field(default=None, repr=False)
+
+    @property
+    def flow_input(self) -> Any:
+        """The run's input (read once from pgflow.runs for steps that start_tasks gives none)."""
+        if self._load_flow_input is not None:
+            self._flow_input = self._load_flow_input()
+            self._load_flow_input = None
+        return self._flow_input
+
+
+class _Connection:
+    """One connection, used by one thread at a time. Every statement is its own transaction
+    and nothing is prepared on the server, so a pooler in transaction mode may sit between."""
+
+    def __init__(self, dsn: str, name: str):
+        self.dsn = dsn
+        self.name = name
+        self.lock = threading.Lock()
+        self.conn: Optional[psycopg.Connection] = None
+
+    def _connect(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(self.dsn, autocommit=True, prepare_threshold=None,
+                                        application_name=self.name)
+        return self.conn
+
+    def execute(self, sql: str, params: tuple = ()) -> list:
+        with self.lock:
+            for attempt in (1, 2):
+                conn = self._connect()
+                try:
+                    cur = conn.execute(sql, params)
+                    return cur.fetchall() if cur.description else []
+                except psycopg.OperationalError:
+                    # A lost connection: connect again once (the statement did not commit).
+                    if attempt == 2 or not conn.closed:
+                        raise
+                    self.conn = None
+            return []
+
+    def cancel(self) -> None:
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            try:
+                conn.cancel()
+            except psycopg.Error:
+                pass
+
+    def close(self) -> None:
+        with self.lock:
+            if self.conn is not None:
+                self.conn.close()
+
+
+class Worker:
+    """Polls the queues of the flows it has handlers for, runs at most `max_concurrency` tasks
+    at once, completes or fails each, and heartbeats into pgflow.workers."""
+
+    def __init__(self, dsn: str, *, name: str = "python-worker", max_concurrency: int = 10,
+                 visibility_timeout: int = 30, max_poll_seconds: int = 5, poll_interval_ms: int = 100,
+                 heartbeat_seconds: float = 5.0, shutdown_timeout: float = 30.0):
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.dsn = dsn
+        self.name = name
+        self.max_concurrency = max_concurrency
+        self.visibility_timeout = visibility_timeout
+        self.max_poll_seconds = max_poll_seconds
+        self.poll_interval_ms = poll_interval_ms
+        self.heartbeat_seconds = heartbeat_seconds
+        self.shutdown_timeout = shutdown_timeout
+        self.handlers: dict[str, dict[str, Callable]] = {}
+        self.shutdown = threading.Event()
+        self.worker_ids: dict[str, uuid.UUID] = {}
+        self.completed = 0
+        self.failed = 0
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
+        self._acks = _Connection(dsn, f"{name} acks")
+        self._pollers: dict[str, _Connection] = {}
+
+    # -- registration -------------------------------------------------------------------------
+
+    def handle(self, flow_slug: str, step_slug: str, handler: Callable) -> None:
+        """Registers `handler(input, ctx)` for one step of one flow."""
+        self.handlers.setdefault(flow_slug, {})[step_slug] = handler
+
+    def step(self, flow_slug: str, step_slug: str) -> Callable[[Callable], Callable]:
+        """Decorator form of handle()."""
+        def register(fn: Callable) -> Callable:
+            self.handle(flow_slug, step_slug, fn)
+            return fn
+        return register
+
+    # -- running --------------------------------------------------------------------------------
+
+    def run(self, install_signal_handlers: bool = True) -> None:
+        """Works until stop() (or SIGTERM / SIGINT), then finishes the started tasks."""
+        if not self.handlers:
+            raise ValueError("no handlers registered")
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
+        for flow in self.handlers:
+            self.worker_ids[flow] = uuid.uuid4()
+            self._acks.execute(
+                "INSERT INTO pgflow.workers (worker_id, queue_name, function_name) VALUES (%s, %s, %s)",
+                (self.worker_ids[flow], flow, self.name))
+        pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="pgflow-task")
+        threads = [threading.Thread(target=self._poll, args=(flow, pool), name=f"pgflow-poll-{flow}", daemon=True)
+                   for flow in self.handlers]
+        threads.append(threading.Thread(target=self._heartbeat, name="pgflow-heartbeat", daemon=True))
+        for t in threads:
+            t.start()
+        log.info("worker %s: flows %s, at most %d tasks at once", self.name, sorted(self.handlers), self.max_concurrency)
+        self.shutdown.wait()
+        # Graceful stop: no new reads (a waiting read is cancelled; its messages stay unread),
+        # the started tasks finish within shutdown_timeout.
+        for conn in self._pollers.values():
+            conn.cancel()
+        for t in threads:
+            t.join(timeout=self.max_poll_seconds + 5)
+        pool.shutdown(wait=False)
+        deadline = time.monotonic() + self.shutdown_timeout
+        while self.in_flight() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.in_flight():
+            log.warning("worker %s: %d tasks still running after %.0f s; the engine requeues them after their timeout",
+                        self.name, self.in_flight(), self.shutdown_timeout)
+        for worker_id in self.worker_ids.values():
+            self._acks.execute("SELECT pgflow.mark_worker_stopped(%s)", (worker_id,))
+        for conn in self._pollers.values():
+            conn.close()
+        self._acks.close()
+        log.info("worker %s stopped: %d completed, %d failed", self.name, self.completed, self.failed)
+
+    def stop(self) -> None:
+        self.shutdown.set()
+
+    def in_flight(self) -> int:
+        with self._in_flight_lock:
+            return self._in_flight
+
+    # -- inside ---------------------------------------------------------------------------------
+
+    def _poll(self, flow: str, pool: ThreadPoolExecutor) -> None:
+        conn = self._pollers.setdefault(flow, _Connection(self.dsn, f"{self.name} poll {flow}"))
+        worker_id = self.worker_ids[flow]
+        while not self.shutdown.is_set():
+            # Read only as many messages as there are free slots; wait for one when none is.
+            if not self._slots.acquire(timeout=0.5):
+                continue
+            free = 1
+            while free < self.max_concurrency and self._slots.acquire(blocking=False):
+                free += 1
+            try:
+                if self.shutdown.is_set():
+                    raise _Stop
+                ids = [r[0] for r in conn.execute(
+                    "SELECT msg_id FROM pgmq.read_with_poll(%s, %s, %s, %s, %s)",
+                    (flow, self.visibility_timeout, free, self.max_poll_seconds, self.poll_interval_ms))]
+                tasks = conn.execute(
+                    "SELECT run_id, step_slug, task_index, input, msg_id, flow_input "
+                    "FROM pgflow.start_tasks(%s, %s::bigint[], %s)", (flow, ids, worker_id)) if ids else []
+            except (_Stop, psycopg.errors.QueryCanceled):
+                tasks = []
+            except psycopg.Error as e:
+                log.warning("worker %s: polling %s failed: %s", self.name, flow, e)
+                tasks = []
+                self.shutdown.wait(1.0)
+            for row in tasks:
+                with self._in_flight_lock:
+                    self._in_flight += 1
+                pool.submit(self._run_task, flow, worker_id, row)
+            for _ in range(free - len(tasks)):
+                self._slots.release()
+
+    def _run_task(self, flow: str, worker_id: uuid.UUID, row: tuple) -> None:
+        run_id, step, index, task_input, msg_id, flow_input = row
+        try:
+            handler = self.handlers[flow].get(step)
+            ctx = Context(flow, run_id, step, index, msg_id, worker_id, self.shutdown, flow_input,
+                          None if flow_input is not None else lambda: self._flow_input(run_id))
+            try:
+                if handler is None:
+                    raise LookupError(f'no handler for step "{step}" of flow "{flow}"')
+                # pgflow 0.12+: a root single step gets the run's input (start_tasks gives {}).
+                output = handler(flow_input if flow_input is not None else task_input, ctx)
+                if inspect.isawaitable(output):
+                    output = asyncio.run(_awaited(output))
+            except Exception as e:  # noqa: BLE001 - any failure of the handler fails the attempt
+                message = f"{type(e).__name__}: {e}"
+                self._acks.execute("SELECT FROM pgflow.fail_task(%s, %s, %s, %s)", (run_id, step, index, message))
+                self.failed += 1
+                return
+            self._acks.execute("SELECT FROM pgflow.complete_task(%s, %s, %s, %s)",
+                               (run_id, step, index, Jsonb(output)))
+            self.completed += 1
+        except psycopg.Error as e:
+            # The task stays started; the engine requeues it after its timeout.
+            log.warning("worker %s: acknowledging %s/%s/%s failed: %s", self.name, run_id, step, index, e)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+            self._slots.release()
+
+    def _flow_input(self, run_id: uuid.UUID) -> Any:
+        rows = self._acks.execute("SELECT input FROM pgflow.runs WHERE run_id = %s", (run_id,))
+        return rows[0][0] if rows else None
+
+    def _heartbeat(self) -> None:
+        conn = _Connection(self.dsn, f"{self.name} heartbeat")
+        try:
+            while not self.shutdown.wait(self.heartbeat_seconds):
+                try:
+                    conn.execute("UPDATE pgflow.workers SET last_heartbeat_at = now() WHERE worker_id = ANY(%s)",
+                                 (list(self.worker_ids.values()),))
+                except psycopg.Error as e:
+                    log.warning("worker %s: heartbeat failed: %s", self.name, e)
+        finally:
+            conn.close()
+
+
+class _Stop(Exception):
+    pass
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
