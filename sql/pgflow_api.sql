@@ -533,7 +533,7 @@ BEGIN
                    'set_flow_priority', 'set_flow_concurrency', 'create_pool', 'drop_pool', 'set_pool',
                    'set_sql_handler', 'set_program_handler', 'remove_handler', 'push_sql', 'push_sql_batch',
                    'schedule_flow', 'pause_schedule', 'resume_schedule', 'unschedule',
-                   '_fire_schedules', '_next_tick', '_release_waiting_runs']) LOOP
+                   '_fire_schedules', '_next_tick', '_release_waiting_runs', 'release_task', 'run_input']) LOOP
         EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = %L', f, '');
     END LOOP;
 END;

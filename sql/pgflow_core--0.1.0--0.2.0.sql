@@ -406,6 +406,23 @@ BEGIN
 END;
 $$;
 
+-- src/run/release_task.rs, src/run/run_input.rs
+CREATE FUNCTION pgflow."release_task"(
+	"run_id" uuid, /* Option < pgrx :: Uuid > */
+	"step_slug" TEXT, /* Option < & str > */
+	"task_index" INT /* Option < i32 > */
+) RETURNS SETOF pgflow.step_tasks /* TaskRow */
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'release_task_wrapper';
+CREATE FUNCTION pgflow."run_input"(
+	"run_id" uuid /* Option < pgrx :: Uuid > */
+) RETURNS jsonb /* Option < pgrx :: JsonB > */
+STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'run_input_wrapper';
+ALTER FUNCTION pgflow.release_task(uuid, text, integer) SET search_path = '';
+ALTER FUNCTION pgflow.run_input(uuid) SET search_path = '';
+
 -- A database whose observers were set up by create_roles gets the new grants now.
 DO $$
 BEGIN

@@ -51,14 +51,15 @@ static STEP_RETRYING: Statement = Statement::new(
     &[UUIDOID, TEXTOID],
 );
 
-// The retry's backoff: the task's message becomes visible after the delay; a task of a step
-// with a handler goes back into the executors' queue (its executor took it out). A retry of a
-// paused (or waiting) run stays hidden until resume_run shows it.
-static RETRY_DELAY: Statement = Statement::new(
+// The retry's backoff ($4 seconds, or the step's backoff when NULL): the task's message becomes
+// visible after the delay; a task of a step with a handler goes back into the executors' queue
+// (its executor took it out). A retry of a paused (or waiting) run stays hidden until
+// resume_run shows it. release_task requeues with it too.
+pub(super) static RETRY_DELAY: Statement = Statement::new(
     concat!(
     "WITH t AS (
          SELECT t.flow_slug, t.message_id,
-                pgflow.calculate_retry_delay(coalesce(s.opt_base_delay, f.opt_base_delay), t.attempts_count) AS delay,
+                coalesce($4, pgflow.calculate_retry_delay(coalesce(s.opt_base_delay, f.opt_base_delay), t.attempts_count)) AS delay,
                 ",
     crate::not_paused_sql!("$1"),
     " AS running
@@ -88,7 +89,7 @@ static RETRY_DELAY: Statement = Statement::new(
      )
      SELECT (SELECT count(*) FROM msg) + (SELECT count(*) FROM local) AS delayed"
     ),
-    &[UUIDOID, TEXTOID, INT4OID],
+    &[UUIDOID, TEXTOID, INT4OID, INT4OID],
 );
 
 pub(crate) fn fail_task(
@@ -169,7 +170,12 @@ pub(crate) fn fail_task(
         TaskStatus::Queued => {
             RETRY_DELAY.run(
                 client,
-                &[run_id.into(), step_slug.into(), task_index.into()],
+                &[
+                    run_id.into(),
+                    step_slug.into(),
+                    task_index.into(),
+                    Option::<i32>::None.into(),
+                ],
             );
         }
         TaskStatus::Failed => archive::task_message(client, run_id, step_slug, task_index),

@@ -15,6 +15,8 @@
 //! - `pause_run`: pause_run and resume_run
 //! - `run_status`: a run's status, with cancelled, paused and waiting
 //! - `retry_run`: a failed run runs again, or a finished one from a step
+//! - `release_task`: a worker gives a started task back (its attempt not counted)
+//! - `run_input`: a run's input, for the workers of its flow
 //!
 //! State changes shared by them:
 //! - `step_completed`: what follows a step's completion
@@ -55,8 +57,10 @@ mod force_skip;
 mod lock;
 mod maybe_complete_run;
 mod pause_run;
+mod release_task;
 mod retry_run;
 mod rows;
+mod run_input;
 mod run_status;
 pub(crate) mod start_flow;
 mod start_ready_steps;

@@ -351,7 +351,7 @@ SELECT is_empty($$SELECT name FROM actual_functions
                                      'set_flow_priority', 'set_flow_concurrency', 'retry_run', 'run_history',
                                      'schedule_flow', 'list_schedules', 'pause_schedule', 'resume_schedule',
                                      'unschedule', 'check_invariants', 'create_roles', 'grant_flow', 'revoke_flow',
-                                     'explain_run', 'flow_graph', 'run_graph')$$,
+                                     'explain_run', 'flow_graph', 'run_graph', 'release_task', 'run_input')$$,
                 'beyond the contract''s 31, schema pgflow holds only internal helpers (_name), prune_data_older_than (2.8) and the documented functions of steps run by the database and of run control');
 SELECT is((SELECT count(*)::int FROM actual_functions GROUP BY name ORDER BY 1 DESC LIMIT 1), 1,
           'no function name is overloaded');

@@ -31,7 +31,7 @@ import signal
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+import queue
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -59,7 +59,7 @@ class Context:
 
     @property
     def flow_input(self) -> Any:
-        """The run's input (read once from pgflow.runs for steps that start_tasks gives none)."""
+        """The run's input (read once with pgflow.run_input for steps that start_tasks gives none)."""
         if self._load_flow_input is not None:
             self._flow_input = self._load_flow_input()
             self._load_flow_input = None
@@ -132,9 +132,12 @@ class Worker:
         self.worker_ids: dict[str, uuid.UUID] = {}
         self.completed = 0
         self.failed = 0
+        self.released = 0
         self._slots = threading.BoundedSemaphore(max_concurrency)
-        self._in_flight = 0
+        # Started tasks: (run_id, step_slug, task_index) -> "running", "acking" or "released".
+        self._in_flight: dict[tuple, str] = {}
         self._in_flight_lock = threading.Lock()
+        self._tasks: queue.Queue = queue.Queue()
         self._acks = _Connection(dsn, f"{name} acks")
         self._pollers: dict[str, _Connection] = {}
 
@@ -165,8 +168,11 @@ class Worker:
             self._acks.execute(
                 "INSERT INTO pgflow.workers (worker_id, queue_name, function_name) VALUES (%s, %s, %s)",
                 (self.worker_ids[flow], flow, self.name))
-        pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="pgflow-task")
-        threads = [threading.Thread(target=self._poll, args=(flow, pool), name=f"pgflow-poll-{flow}", daemon=True)
+        # Daemon threads: a handler still running after shutdown_timeout does not keep the
+        # process alive (its task was released).
+        for i in range(self.max_concurrency):
+            threading.Thread(target=self._work, name=f"pgflow-task-{i}", daemon=True).start()
+        threads = [threading.Thread(target=self._poll, args=(flow,), name=f"pgflow-poll-{flow}", daemon=True)
                    for flow in self.handlers]
         threads.append(threading.Thread(target=self._heartbeat, name="pgflow-heartbeat", daemon=True))
         for t in threads:
@@ -179,13 +185,10 @@ class Worker:
             conn.cancel()
         for t in threads:
             t.join(timeout=self.max_poll_seconds + 5)
-        pool.shutdown(wait=False)
         deadline = time.monotonic() + self.shutdown_timeout
         while self.in_flight() and time.monotonic() < deadline:
             time.sleep(0.05)
-        if self.in_flight():
-            log.warning("worker %s: %d tasks still running after %.0f s; the engine requeues them after their timeout",
-                        self.name, self.in_flight(), self.shutdown_timeout)
+        self._release_unfinished()
         for worker_id in self.worker_ids.values():
             self._acks.execute("SELECT pgflow.mark_worker_stopped(%s)", (worker_id,))
         for conn in self._pollers.values():
@@ -198,11 +201,32 @@ class Worker:
 
     def in_flight(self) -> int:
         with self._in_flight_lock:
-            return self._in_flight
+            return len(self._in_flight)
+
+    def _release_unfinished(self) -> None:
+        """Gives the tasks still running back to the queue (pgflow.release_task): another worker
+        takes them at once, and their attempts do not count."""
+        with self._in_flight_lock:
+            unfinished = [key for key, state in self._in_flight.items() if state == "running"]
+            for key in unfinished:
+                self._in_flight[key] = "released"
+        for run_id, step, index in unfinished:
+            try:
+                self._acks.execute("SELECT FROM pgflow.release_task(%s, %s, %s)", (run_id, step, index))
+            except psycopg.Error as e:
+                log.warning("worker %s: releasing %s/%s/%s failed: %s", self.name, run_id, step, index, e)
+        if unfinished:
+            log.warning("worker %s: released %d tasks still running after %.0f s",
+                        self.name, len(unfinished), self.shutdown_timeout)
+        self.released = len(unfinished)
 
     # -- inside ---------------------------------------------------------------------------------
 
-    def _poll(self, flow: str, pool: ThreadPoolExecutor) -> None:
+    def _work(self) -> None:
+        while True:
+            self._run_task(*self._tasks.get())
+
+    def _poll(self, flow: str) -> None:
         conn = self._pollers.setdefault(flow, _Connection(self.dsn, f"{self.name} poll {flow}"))
         worker_id = self.worker_ids[flow]
         while not self.shutdown.is_set():
@@ -229,8 +253,8 @@ class Worker:
                 self.shutdown.wait(1.0)
             for row in tasks:
                 with self._in_flight_lock:
-                    self._in_flight += 1
-                pool.submit(self._run_task, flow, worker_id, row)
+                    self._in_flight[(row[0], row[1], row[2])] = "running"
+                self._tasks.put((flow, worker_id, row))
             for _ in range(free - len(tasks)):
                 self._slots.release()
 
@@ -248,23 +272,34 @@ class Worker:
                 if inspect.isawaitable(output):
                     output = asyncio.run(_awaited(output))
             except Exception as e:  # noqa: BLE001 - any failure of the handler fails the attempt
-                message = f"{type(e).__name__}: {e}"
-                self._acks.execute("SELECT FROM pgflow.fail_task(%s, %s, %s, %s)", (run_id, step, index, message))
-                self.failed += 1
+                if self._acking((run_id, step, index)):
+                    message = f"{type(e).__name__}: {e}"
+                    self._acks.execute("SELECT FROM pgflow.fail_task(%s, %s, %s, %s)", (run_id, step, index, message))
+                    self.failed += 1
                 return
-            self._acks.execute("SELECT FROM pgflow.complete_task(%s, %s, %s, %s)",
-                               (run_id, step, index, Jsonb(output)))
-            self.completed += 1
+            if self._acking((run_id, step, index)):
+                self._acks.execute("SELECT FROM pgflow.complete_task(%s, %s, %s, %s)",
+                                   (run_id, step, index, Jsonb(output)))
+                self.completed += 1
         except psycopg.Error as e:
             # The task stays started; the engine requeues it after its timeout.
             log.warning("worker %s: acknowledging %s/%s/%s failed: %s", self.name, run_id, step, index, e)
         finally:
             with self._in_flight_lock:
-                self._in_flight -= 1
+                self._in_flight.pop((run_id, step, index), None)
             self._slots.release()
 
+    def _acking(self, key: tuple) -> bool:
+        """Claims the task's acknowledgement; False when shutdown gave the task back (its late
+        result is dropped)."""
+        with self._in_flight_lock:
+            if self._in_flight.get(key) != "running":
+                return False
+            self._in_flight[key] = "acking"
+            return True
+
     def _flow_input(self, run_id: uuid.UUID) -> Any:
-        rows = self._acks.execute("SELECT input FROM pgflow.runs WHERE run_id = %s", (run_id,))
+        rows = self._acks.execute("SELECT pgflow.run_input(%s)", (run_id,))
         return rows[0][0] if rows else None
 
     def _heartbeat(self) -> None:

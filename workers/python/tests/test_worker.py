@@ -196,22 +196,27 @@ WORKER_SCRIPT = """
 import sys, time
 sys.path.insert(0, {path!r})
 from pgflow_worker import Worker
-w = Worker({dsn!r}, max_poll_seconds=2, shutdown_timeout=10)
+w = Worker({dsn!r}, max_poll_seconds=2, shutdown_timeout={grace})
 @w.step({slug!r}, "slow")
 def slow(_, ctx):
     print("started", flush=True)
-    time.sleep(1.5)
+    time.sleep({sleep})
     return "finished"
 w.run()
-print("stopped", w.completed, flush=True)
+print("stopped", w.completed, w.released, flush=True)
 """
+
+
+def worker_process(slug, grace, sleep):
+    script = WORKER_SCRIPT.format(path=os.path.join(os.path.dirname(__file__), ".."), dsn=DSN, slug=slug,
+                                  grace=grace, sleep=sleep)
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
 
 
 def test_sigterm_finishes_started_tasks_and_reads_no_more():
     slug = name()
     flow(slug, [("slow", [], "single")])
-    script = WORKER_SCRIPT.format(path=os.path.join(os.path.dirname(__file__), ".."), dsn=DSN, slug=slug)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    proc = worker_process(slug, grace=10, sleep=1.5)
     try:
         first = start(slug, {})
         assert proc.stdout.readline().strip() == "started"
@@ -222,7 +227,7 @@ def test_sigterm_finishes_started_tasks_and_reads_no_more():
     finally:
         proc.kill()
     assert proc.returncode == 0
-    assert out.strip() == "stopped 1", "the started task finished before the worker exited"
+    assert out.strip() == "stopped 1 0", "the started task finished before the worker exited"
     assert sql("SELECT status FROM pgflow.runs WHERE run_id = %s", (first,)) == [("completed",)]
     assert sql("SELECT status, attempts_count FROM pgflow.step_tasks WHERE run_id = %s", (second,)) == [("queued", 0)], \
         "after SIGTERM the worker read nothing more"
@@ -233,3 +238,44 @@ def test_bad_arguments():
         Worker(DSN, max_concurrency=0)
     with pytest.raises(ValueError):
         Worker(DSN).run(install_signal_handlers=False)
+
+
+def test_sigterm_releases_a_task_still_running_after_the_grace_period():
+    slug = name()
+    flow(slug, [("slow", [], "single")])
+    proc = worker_process(slug, grace=0.5, sleep=30)
+    try:
+        run = start(slug, {})
+        assert proc.stdout.readline().strip() == "started"
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and out.strip() == "stopped 0 1"
+    assert time.monotonic() - began < 5, "the worker did not wait for the handler"
+    assert sql("""SELECT t.status, t.attempts_count, t.last_worker_id IS NULL,
+                         (SELECT count(*) FROM pgmq.read(%s, 30, 10))
+                  FROM pgflow.step_tasks t WHERE t.run_id = %s""", (slug, run)) == [("queued", 0, True, 1)], \
+        "the task is queued again, its attempt not counted, its message visible at once"
+
+
+def test_least_privilege_role():
+    slug = name()
+    flow(slug, [("a", [], "single"), ("b", ["a"], "single")])
+    sql("SELECT pgflow.create_roles()")
+    sql("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'py_worker_role') THEN "
+        "CREATE ROLE py_worker_role LOGIN IN ROLE pgflow_worker; END IF; END $$")
+    sql("SELECT pgflow.grant_flow(%s, 'py_worker_role')", (slug,))
+    dsn = DSN + " user=py_worker_role"
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == "py_worker_role"
+    w = Worker(dsn, max_poll_seconds=1)
+    w.handle(slug, "a", lambda flow_input, ctx: flow_input["x"] + 1)
+    w.handle(slug, "b", lambda deps, ctx: deps["a"] * ctx.flow_input["x"])
+    t = serve(w)
+    run = start(slug, {"x": 5})
+    result = wait_runs([run])[run]
+    w.stop()
+    t.join(10)
+    assert result == ("completed", {"b": 30}), "a pgflow_worker role works its flow, ctx.flow_input included"
