@@ -2,7 +2,7 @@
 # The whole test suite. Run as root on Debian 12:  bash scripts/test.sh
 #
 #   scripts/test.sh            install what is missing, build, install, run every suite
-#   scripts/test.sh SUITE...   run only these suites (lint unit sql client python workers fuzz dump upgrade graph isolation durability crash worker executor readme)
+#   scripts/test.sh SUITE...   run only these suites (lint unit sql client python workers bouncer fuzz dump upgrade graph isolation durability crash worker executor readme)
 #   SKIP_BUILD=1               reuse the installed extension
 #
 # Suites run against a dedicated cluster "pgflow_test" on port $PGFLOW_TEST_PORT (5439) with
@@ -20,7 +20,7 @@ export PGFLOW_TEST_DSN="host=localhost port=$PGFLOW_TEST_PORT user=postgres dbna
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(lint unit sql client python workers fuzz dump upgrade graph isolation durability crash worker executor readme)
+[ ${#suites[@]} -eq 0 ] && suites=(lint unit sql client python workers bouncer fuzz dump upgrade graph isolation durability crash worker executor readme)
 
 passed=0
 failed=0
@@ -135,7 +135,7 @@ for suite in "${suites[@]}"; do
       [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
       record workers "${p:-0}" "$f"
       ;;
-    dump|upgrade|graph|durability|worker|executor|isolation|crash|fuzz)
+    bouncer|dump|upgrade|graph|durability|worker|executor|isolation|crash|fuzz)
       log=$(mktemp)
       bash "tests/$suite.sh" 2>&1 | tee "$log"
       status=${PIPESTATUS[0]}
