@@ -120,7 +120,7 @@ for suite in "${suites[@]}"; do
       record python "${p:-0}" "$f"
       ;;
     workers)
-      # The worker libraries of workers/: Python (psycopg) against a database of their own.
+      # The worker libraries of workers/, each against a database of its own. Python (psycopg):
       fresh_db pgflow_worker_py pgflow_core || { record workers 0 1; continue; }
       venv=$root/target/pyvenv-psycopg
       if ! "$venv/bin/python" -c "import psycopg, pytest" 2>/dev/null; then
@@ -133,6 +133,18 @@ for suite in "${suites[@]}"; do
       p=$(grep -oE '[0-9]+ passed' "$log" | tail -1 | grep -oE '[0-9]+' || echo 0)
       f=$(grep -oE '[0-9]+ (failed|error)' "$log" | awk '{ s += $1 } END { print s + 0 }')
       [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+      # Node (node-postgres, installed from the lock file), node:test.
+      if fresh_db pgflow_worker_node pgflow_core \
+         && { [ -d workers/node/node_modules/pg ] || (cd workers/node && npm ci --no-audit --no-fund --silent); }; then
+        (cd workers/node && PGFLOW_WORKER_URL="postgres://postgres@localhost:$PGFLOW_TEST_PORT/pgflow_worker_node" \
+           node --test test/) 2>&1 | tee "$log"
+        [ "${PIPESTATUS[0]}" -ne 0 ] && status=1
+        np=$(awk '/^# pass / { print $3 }' "$log" | tail -1); nf=$(awk '/^# fail / { print $3 }' "$log" | tail -1)
+        p=$((p + ${np:-0})); f=$((f + ${nf:-0}))
+        [ "$status" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+      else
+        f=$((f + 1))
+      fi
       record workers "${p:-0}" "$f"
       ;;
     bouncer|dump|upgrade|graph|durability|worker|executor|isolation|crash|fuzz)
