@@ -1,7 +1,7 @@
 -- Observability: pgflow.flow_stats, pgflow.failing_and_stalled_tasks and pgflow.explain_run.
 -- Times are set by hand (now() is the transaction's), so counts and percentiles are exact.
 BEGIN;
-SELECT plan(25);
+SELECT plan(26);
 \ir helpers/common.psql
 
 SELECT pgflow.create_flow('obs', max_attempts => 1, timeout => 60);
@@ -193,6 +193,8 @@ SELECT is((SELECT runs_completed FROM pgflow.flow_stats WHERE flow_slug = 'obs')
 SELECT is((SELECT count(*)::int FROM pgflow.failing_and_stalled_tasks), 4, 'and failing_and_stalled_tasks');
 SELECT is((SELECT count(*)::int FROM pgflow.explain_run('00000000-0000-0000-0000-0000000000c1')), 10,
           'and explains a run');
+SELECT ok(strpos(pgflow.run_graph('00000000-0000-0000-0000-0000000000c1', 'dot'), 'completed') > 0
+          AND strpos(pgflow.flow_graph('obs'), 'map') > 0, 'and draws flows and runs');
 SELECT throws_ok($$SELECT input FROM pgflow.runs$$, '42501', NULL, 'but still cannot read inputs');
 RESET ROLE;
 
