@@ -57,15 +57,21 @@ CROSS JOIN LATERAL (
     WHERE t.flow_slug = f.slug AND t.status = 'failed' AND t.failed_at > now() - interval '1 hour'
 ) e
 CROSS JOIN LATERAL (
-    -- Through the flow's started runs (idx_runs_status, idx_step_tasks_queued).
+    -- Through the flow's started runs (idx_runs_status, idx_step_tasks_queued); tasks of
+    -- steps that are over (a sibling failed the step, or it was skipped) are not waiting.
     SELECT count(*) AS queued, min(t.queued_at) AS oldest
     FROM pgflow.runs x JOIN pgflow.step_tasks t ON t.run_id = x.run_id AND t.status = 'queued'
+    JOIN pgflow.step_states ss ON ss.run_id = t.run_id AND ss.step_slug = t.step_slug AND ss.status = 'started'
     WHERE x.flow_slug = f.slug AND x.status = 'started'
       AND NOT EXISTS (SELECT 1 FROM pgflow._run_control c WHERE c.run_id = x.run_id)
 ) q
 CROSS JOIN LATERAL (
+    -- Tasks of runs and steps still going: a finished run or step keeps its tasks' statuses.
     SELECT count(*) AS started
-    FROM pgflow.step_tasks t WHERE t.status = 'started' AND t.flow_slug = f.slug
+    FROM pgflow.step_tasks t
+    JOIN pgflow.runs x ON x.run_id = t.run_id AND x.status = 'started'
+    JOIN pgflow.step_states ss ON ss.run_id = t.run_id AND ss.step_slug = t.step_slug AND ss.status = 'started'
+    WHERE t.status = 'started' AND t.flow_slug = f.slug
 ) s
 LEFT JOIN LATERAL (
     SELECT t.error_message, t.failed_at
@@ -82,8 +88,9 @@ CREATE VIEW pgflow.flow_stats AS
 SELECT f.flow_slug, s.*
 FROM pgflow.flows f CROSS JOIN LATERAL pgflow._flow_stats(f.flow_slug) s;
 
--- Tasks that need a look, across flows: failed for good in the last day, queued again after a
--- failed attempt, and started ones that ran past their timeout, whose worker went silent (no
+-- Tasks that need a look, across flows: failed for good in the last day; and, in runs and steps
+-- still going (a finished one keeps its tasks' statuses), tasks queued again after a failed
+-- attempt, and started ones that ran past their timeout, whose worker went silent (no
 -- heartbeat for a minute, or stopped), or that stalled for good.
 CREATE VIEW pgflow.failing_and_stalled_tasks AS
 SELECT t.problem, t.flow_slug, t.run_id, t.step_slug, t.task_index, t.attempts_count AS attempts,
@@ -100,6 +107,8 @@ FROM (
            t.queued_at, t.last_worker_id, t.error_message
     FROM pgflow.flows f
     JOIN pgflow.step_tasks t ON t.flow_slug = f.flow_slug AND t.status = 'queued' AND t.attempts_count > 0
+    JOIN pgflow.runs x ON x.run_id = t.run_id AND x.status = 'started'
+    JOIN pgflow.step_states ss ON ss.run_id = t.run_id AND ss.step_slug = t.step_slug AND ss.status = 'started'
     UNION ALL
     SELECT CASE WHEN t.permanently_stalled_at IS NOT NULL THEN 'stalled for good'
                 WHEN t.started_at < now() - make_interval(secs => coalesce(st.opt_timeout, fl.opt_timeout))
@@ -110,6 +119,8 @@ FROM (
     FROM pgflow.step_tasks t
     JOIN pgflow.flows fl ON fl.flow_slug = t.flow_slug
     JOIN pgflow.steps st ON st.flow_slug = t.flow_slug AND st.step_slug = t.step_slug
+    JOIN pgflow.runs x ON x.run_id = t.run_id AND x.status = 'started'
+    JOIN pgflow.step_states ss ON ss.run_id = t.run_id AND ss.step_slug = t.step_slug AND ss.status = 'started'
     LEFT JOIN pgflow.workers wk ON wk.worker_id = t.last_worker_id
     WHERE t.status = 'started'
       AND (t.permanently_stalled_at IS NOT NULL

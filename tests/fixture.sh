@@ -94,6 +94,8 @@ fixture_create() {
     SELECT pgflow.fail_task('00000000-0000-0000-0000-00000000d701', 'a', 0, 'first try');
     SELECT pgflow.retry_run('00000000-0000-0000-0000-00000000d701');
     SELECT pgflow.schedule_flow('dumpctl', '1 hour', '{\"scheduled\": true}');" >/dev/null
+  # The least-privilege roles' grants in this database.
+  q $db "SELECT pgflow.create_roles()" >/dev/null
   # A plain queue: a visible message, a delayed one and an archived one.
   q $db "SELECT pgmq.create('fx_plain');
          SELECT pgmq.send('fx_plain', '{\"k\": 1}');

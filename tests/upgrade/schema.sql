@@ -20,6 +20,19 @@ SELECT line FROM (
     SELECT 'relation ' || name || ' kind ' || relkind::text || ' acl ' || coalesce(relacl::text, '-')
            || ' options ' || coalesce(reloptions::text, '-') FROM rels
     UNION ALL
+    -- Owners, and the privileges the extension's scripts granted (pg_dump leaves those out).
+    SELECT 'owner ' || pg_catalog.pg_describe_object(m.classid, m.objid, 0) || ' '
+           || coalesce((SELECT c.relowner::regrole::text FROM pg_catalog.pg_class c
+                        WHERE m.classid = 'pg_catalog.pg_class'::regclass AND c.oid = m.objid),
+                       (SELECT p.proowner::regrole::text FROM pg_catalog.pg_proc p
+                        WHERE m.classid = 'pg_catalog.pg_proc'::regclass AND p.oid = m.objid), '-')
+      FROM members m
+    UNION ALL
+    SELECT 'initial privileges ' || pg_catalog.pg_describe_object(i.classoid, i.objoid, i.objsubid) || ' '
+           || i.privtype::text || ' ' || i.initprivs::text
+      FROM pg_catalog.pg_init_privs i
+      JOIN members m ON m.classid = i.classoid AND m.objid = i.objoid
+    UNION ALL
     -- Columns by position among the live ones, with type, nullability and default.
     SELECT 'column ' || r.name || ' #' || row_number() OVER (PARTITION BY r.oid ORDER BY a.attnum)
            || ' ' || a.attname || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod)

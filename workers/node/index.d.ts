@@ -27,7 +27,7 @@ export type Handler<I = any, O = Json> = (input: I, ctx: Context) => O | Promise
 export interface Options {
   /** pgflow.workers.function_name and the connections' application_name. Default "node-worker". */
   name?: string;
-  /** Tasks run at once, across flows. Default 10. */
+  /** Tasks run at once, across flows (each flow reads at most its share). Default 10. */
   maxConcurrency?: number;
   /** Seconds a read message stays hidden. Default 30. */
   visibilityTimeout?: number;
@@ -39,6 +39,8 @@ export interface Options {
   heartbeatSeconds?: number;
   /** Seconds started tasks get to finish on stop; the rest are released. Default 30. */
   shutdownTimeout?: number;
+  /** Warnings (lost connections, failed acknowledgements) on console.warn. Default true. */
+  log?: boolean;
 }
 
 export class Worker {

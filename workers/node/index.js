@@ -36,9 +36,10 @@ export class Worker {
     this.failed = 0;
     this.released = 0;
     this.stopping = false;
-    this.inFlight = new Map();      // "run/step/index" -> "running" | "acking" | "released"
+    this.inFlight = new Map();      // "run/step/index" -> { flow, state: "running" | "acking" | "released" }
+    this.reserved = 0;              // slots asked for by reads in progress
     this.slotWaiters = [];
-    this.clients = [];
+    this.clients = new Map();       // purpose -> pg.Client
   }
 
   /** Registers handler(input, ctx) for one step of one flow. */
@@ -49,45 +50,69 @@ export class Worker {
     return this;
   }
 
-  async #connect(purpose) {
-    const client = new pg.Client({ ...this.connection, application_name: `${this.options.name} ${purpose}` });
-    client.on("error", () => {}); // a lost connection fails its query; the loop goes on
-    await client.connect();
-    this.clients.push(client);
-    return client;
+  // Runs one statement on the connection for `purpose`, connecting (again) when there is none or
+  // it was lost. A statement that fails is not run again: it may have committed.
+  async #query(purpose, text, params) {
+    let client = this.clients.get(purpose);
+    if (!client) {
+      if (this.closed) throw new Error("the worker has stopped");
+      client = new pg.Client({ ...this.connection, application_name: `${this.options.name} ${purpose}` });
+      client.on("error", (e) => {
+        this.clients.delete(purpose);
+        this.#log(`connection ${purpose} lost: ${e.message}`);
+      });
+      this.clients.set(purpose, client);
+      try {
+        await client.connect();
+      } catch (e) {
+        this.clients.delete(purpose);
+        throw e;
+      }
+    }
+    try {
+      return await client.query(text, params);
+    } catch (e) {
+      // A broken connection is dropped; the next statement connects anew.
+      if (!(e instanceof pg.DatabaseError)) {
+        this.clients.delete(purpose);
+        client.end().catch(() => {});
+      }
+      throw e;
+    }
+  }
+
+  #log(message) {
+    if (this.options.log !== false) console.warn(`pgflow worker ${this.options.name}: ${message}`);
   }
 
   /** Registers the worker and starts polling; resolves once it is running. */
   async start() {
     if (this.handlers.size === 0) throw new Error("no handlers registered");
-    this.acks = await this.#connect("acks");
     for (const flow of this.handlers.keys()) {
       const id = randomUUID();
       this.workerIds.set(flow, id);
-      await this.acks.query(
+      await this.#query("acks",
         "INSERT INTO pgflow.workers (worker_id, queue_name, function_name) VALUES ($1, $2, $3)",
         [id, flow, this.options.name]);
     }
-    const flows = [...this.handlers.keys()];
-    const pollClients = await Promise.all(flows.map((flow) => this.#connect(`poll ${flow}`)));
     // The poll loops run until stop(); stop() waits for them.
-    this.pollers = flows.map((flow, i) => this.#poll(flow, pollClients[i]));
+    this.pollers = [...this.handlers.keys()].map((flow) => this.#poll(flow));
     this.heartbeat = setInterval(() => {
-      this.acks.query("UPDATE pgflow.workers SET last_heartbeat_at = now() WHERE worker_id = ANY($1::uuid[])",
-        [[...this.workerIds.values()]]).catch(() => {});
+      this.#query("acks", "UPDATE pgflow.workers SET last_heartbeat_at = now() WHERE worker_id = ANY($1::uuid[])",
+        [[...this.workerIds.values()]]).catch((e) => this.#log(`heartbeat failed: ${e.message}`));
     }, this.options.heartbeatSeconds * 1000);
   }
 
   /** start(), then stop() on SIGTERM or SIGINT; resolves when stopped. */
   async run() {
     await this.start();
-    await new Promise((resolve) => {
-      const onSignal = () => { process.off("SIGTERM", onSignal); process.off("SIGINT", onSignal); resolve(); };
-      process.on("SIGTERM", onSignal);
-      process.on("SIGINT", onSignal);
-      this.stopped = resolve;
-    });
-    await this.stop();
+    const onSignal = () => this.stop();
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+    await new Promise((resolve) => { this.stopped = resolve; });
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+    await this.stopDone;
   }
 
   /**
@@ -98,66 +123,84 @@ export class Worker {
   async stop() {
     if (this.stopping) return this.stopDone;
     this.stopping = true;
-    this.stopped?.();
     this.stopDone = (async () => {
       clearInterval(this.heartbeat);
       this.#wakeSlotWaiters();
       await Promise.all(this.pollers ?? []);
       const deadline = Date.now() + this.options.shutdownTimeout * 1000;
       while (this.inFlight.size > 0 && Date.now() < deadline) await sleep(20);
-      const unfinished = [...this.inFlight].filter(([, state]) => state === "running").map(([key]) => key);
-      for (const key of unfinished) {
-        this.inFlight.set(key, "released");
+      for (const [key, task] of this.inFlight) {
+        if (task.state !== "running") continue;
+        task.state = "released";
         const [runId, step, index] = key.split("/");
-        await this.acks.query("SELECT FROM pgflow.release_task($1, $2, $3)", [runId, step, Number(index)]).catch(() => {});
-        this.released += 1;
+        try {
+          await this.#query("acks", "SELECT FROM pgflow.release_task($1, $2, $3, $4)",
+            [runId, step, Number(index), this.workerIds.get(task.flow)]);
+          this.released += 1;
+        } catch (e) {
+          task.state = "running"; // not released: its result may still be acknowledged
+          this.#log(`releasing ${key} failed: ${e.message}`);
+        }
       }
       for (const id of this.workerIds.values()) {
-        await this.acks.query("SELECT pgflow.mark_worker_stopped($1)", [id]).catch(() => {});
+        await this.#query("acks", "SELECT pgflow.mark_worker_stopped($1)", [id])
+          .catch((e) => this.#log(`marking stopped failed: ${e.message}`));
       }
-      await Promise.all(this.clients.map((c) => c.end().catch(() => {})));
+      this.closed = true;
+      await Promise.all([...this.clients.values()].map((c) => c.end().catch(() => {})));
+      this.clients.clear();
     })();
+    this.stopped?.();
     return this.stopDone;
   }
 
   #free() {
-    return this.options.maxConcurrency - this.inFlight.size;
+    return this.options.maxConcurrency - this.inFlight.size - this.reserved;
   }
 
   #wakeSlotWaiters() {
     for (const wake of this.slotWaiters.splice(0)) wake();
   }
 
-  async #poll(flow, client) {
+  async #poll(flow) {
     const workerId = this.workerIds.get(flow);
-    const { visibilityTimeout, maxPollSeconds, pollIntervalMs } = this.options;
+    const purpose = `poll ${flow}`;
+    const { visibilityTimeout, maxPollSeconds, pollIntervalMs, maxConcurrency } = this.options;
+    // Each flow reads at most its share of the slots, so an idle queue cannot hold them all.
+    const share = Math.max(1, Math.ceil(maxConcurrency / this.handlers.size));
     while (!this.stopping) {
-      if (this.#free() <= 0) {
+      const qty = Math.min(this.#free(), share);
+      if (qty <= 0) {
         await new Promise((resolve) => this.slotWaiters.push(resolve));
         continue;
       }
+      this.reserved += qty; // counted as taken until the read's tasks are in flight
       let tasks = [];
       try {
-        const read = await client.query(
-          "SELECT msg_id FROM pgmq.read_with_poll($1, $2, $3, $4, $5)",
-          [flow, visibilityTimeout, this.#free(), maxPollSeconds, pollIntervalMs]);
+        const read = await this.#query(purpose, "SELECT msg_id FROM pgmq.read_with_poll($1, $2, $3, $4, $5)",
+          [flow, visibilityTimeout, qty, maxPollSeconds, pollIntervalMs]);
         const ids = read.rows.map((r) => r.msg_id);
         if (ids.length > 0 && this.stopping) {
           // Read while stopping: visible again at once for other workers.
-          await client.query("SELECT pgmq.set_vt($1, id, 0) FROM unnest($2::bigint[]) id", [flow, ids]);
+          await this.#query(purpose, "SELECT pgmq.set_vt($1, id, 0) FROM unnest($2::bigint[]) id", [flow, ids]);
         } else if (ids.length > 0) {
-          tasks = (await client.query(
+          tasks = (await this.#query(purpose,
             "SELECT run_id, step_slug, task_index, input, msg_id, flow_input FROM pgflow.start_tasks($1, $2::bigint[], $3)",
             [flow, ids, workerId])).rows;
         }
       } catch (e) {
-        if (!this.stopping) await sleep(1000);
-        continue;
+        if (!this.stopping) {
+          this.#log(`polling ${flow} failed: ${e.message}`);
+          await sleep(1000);
+        }
+      } finally {
+        this.reserved -= qty;
       }
       for (const task of tasks) {
-        this.inFlight.set(`${task.run_id}/${task.step_slug}/${task.task_index}`, "running");
+        this.inFlight.set(`${task.run_id}/${task.step_slug}/${task.task_index}`, { flow, state: "running" });
         this.#runTask(flow, workerId, task);
       }
+      this.#wakeSlotWaiters();
     }
   }
 
@@ -172,14 +215,15 @@ export class Worker {
       // The run's input; start_tasks gives it to root single steps only, others read it once.
       flowInput: async () => {
         if (flowInput === null || flowInput === undefined) {
-          flowInput = (await this.acks.query("SELECT pgflow.run_input($1) AS input", [task.run_id])).rows[0]?.input ?? null;
+          flowInput = (await this.#query("acks", "SELECT pgflow.run_input($1) AS input", [task.run_id])).rows[0]?.input ?? null;
         }
         return flowInput;
       },
     };
     const acking = () => {
-      if (this.inFlight.get(key) !== "running") return false;
-      this.inFlight.set(key, "acking");
+      const state = this.inFlight.get(key);
+      if (state?.state !== "running") return false;
+      state.state = "acking";
       return true;
     };
     try {
@@ -193,18 +237,29 @@ export class Worker {
       } catch (e) {
         if (acking()) {
           const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-          await this.acks.query("SELECT FROM pgflow.fail_task($1, $2, $3, $4)", [...args, message]);
+          await this.#query("acks", "SELECT FROM pgflow.fail_task($1, $2, $3, $4)", [...args, message]);
+          this.failed += 1;
+        }
+        return;
+      }
+      let json;
+      try {
+        json = JSON.stringify(output === undefined ? null : output);
+      } catch (e) {
+        // An output JSON cannot encode (a cycle, a BigInt) fails the attempt.
+        if (acking()) {
+          await this.#query("acks", "SELECT FROM pgflow.fail_task($1, $2, $3, $4)", [...args, `${e.name}: ${e.message}`]);
           this.failed += 1;
         }
         return;
       }
       if (acking()) {
-        await this.acks.query("SELECT FROM pgflow.complete_task($1, $2, $3, $4::jsonb)",
-          [...args, JSON.stringify(output === undefined ? null : output)]);
+        await this.#query("acks", "SELECT FROM pgflow.complete_task($1, $2, $3, $4::jsonb)", [...args, json]);
         this.completed += 1;
       }
-    } catch {
+    } catch (e) {
       // The acknowledgement failed: the task stays started; the engine requeues it after its timeout.
+      this.#log(`acknowledging ${key} failed: ${e.message}`);
     } finally {
       this.inFlight.delete(key);
       this.#wakeSlotWaiters();

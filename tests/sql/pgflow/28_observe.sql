@@ -1,7 +1,7 @@
 -- Observability: pgflow.flow_stats, pgflow.failing_and_stalled_tasks and pgflow.explain_run.
 -- Times are set by hand (now() is the transaction's), so counts and percentiles are exact.
 BEGIN;
-SELECT plan(26);
+SELECT plan(27);
 \ir helpers/common.psql
 
 SELECT pgflow.create_flow('obs', max_attempts => 1, timeout => 60);
@@ -198,6 +198,20 @@ SELECT ok(strpos(pgflow.run_graph('00000000-0000-0000-0000-0000000000c1', 'dot')
 SELECT throws_ok($$SELECT input FROM pgflow.runs$$, '42501', NULL, 'but still cannot read inputs');
 RESET ROLE;
 
+-- A run that failed keeps its other tasks' statuses: a started sibling is not listed, nor counted.
+SELECT pgflow.create_flow('obs_ghost', max_attempts => 1);
+SELECT pgflow.add_step('obs_ghost', 'm', step_type => 'map');
+SELECT pgflow.start_flow('obs_ghost', '[1, 2]', '00000000-0000-0000-0000-0000000000f3');
+SELECT pg_temp.start_step('00000000-0000-0000-0000-0000000000f3', 'm');
+SELECT pgflow.fail_task('00000000-0000-0000-0000-0000000000f3', 'm', 0, 'ghost');
+UPDATE pgflow.step_tasks SET started_at = now() - interval '2 hours', queued_at = now() - interval '2 hours'
+WHERE run_id = '00000000-0000-0000-0000-0000000000f3' AND task_index = 1;
+SELECT results_eq(
+    $$SELECT (SELECT status FROM pgflow.step_tasks WHERE run_id = '00000000-0000-0000-0000-0000000000f3' AND task_index = 1),
+             (SELECT count(*) FROM pgflow.failing_and_stalled_tasks WHERE run_id = '00000000-0000-0000-0000-0000000000f3'),
+             (SELECT tasks_started FROM pgflow.flow_stats WHERE flow_slug = 'obs_ghost')$$,
+    $$VALUES ('started'::text, 1::bigint, 0::bigint)$$,
+    'the failed run''s started sibling: only the failure is listed, nothing counts as started');
 SELECT ok(pgflow.is_valid_slug('obs'), 'the fixture flow is valid');
 SELECT * FROM finish();
 ROLLBACK;

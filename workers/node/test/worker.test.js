@@ -98,6 +98,36 @@ test("at most maxConcurrency tasks at once", async () => {
   assert.equal(max, 3, "3 at once, never more");
 });
 
+test("two flows share the concurrency limit", async () => {
+  const slugs = [name(), name()];
+  for (const slug of slugs) await flow(slug, [["items", [], "map"]]);
+  let now = 0, max = 0;
+  const item = async (x) => { now += 1; max = Math.max(max, now); await sleep(150); now -= 1; return x; };
+  const w = new Worker(URL, { maxConcurrency: 4, maxPollSeconds: 1 });
+  for (const slug of slugs) w.step(slug, "items", item);
+  await w.start();
+  const runs = [];
+  for (const slug of slugs) runs.push(await start(slug, [...Array(8).keys()]));
+  for (const run of runs) assert.equal((await waitRun(run)).status, "completed");
+  await w.stop();
+  assert.ok(max >= 2 && max <= 4, `at most 4 tasks at once across both flows: ${max}`);
+});
+
+test("an output JSON cannot encode fails the attempt", async () => {
+  const slug = name();
+  await flow(slug, [["a", [], "single"]], ", max_attempts => 1");
+  const w = new Worker(URL, { maxConcurrency: 1, maxPollSeconds: 1 })
+    .step(slug, "a", (input) => (input.bad ? { n: 1n } : "fine"));
+  await w.start();
+  const bad = await start(slug, { bad: true });
+  assert.equal((await waitRun(bad)).status, "failed");
+  const good = await start(slug, {});
+  assert.deepEqual(await waitRun(good), { status: "completed", output: { a: "fine" } });
+  await w.stop();
+  assert.deepEqual(await sql("SELECT error_message FROM pgflow.step_tasks WHERE run_id = $1", [bad]),
+    [{ error_message: "TypeError: Do not know how to serialize a BigInt" }]);
+});
+
 test("heartbeats, and stop() marks the worker stopped", async () => {
   const slug = name();
   await flow(slug, [["a", [], "single"]]);

@@ -31,12 +31,12 @@ import signal
 import threading
 import time
 import uuid
+import json
 import queue
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 __all__ = ["Worker", "Context"]
 log = logging.getLogger("pgflow_worker")
@@ -75,26 +75,19 @@ class _Connection:
         self.name = name
         self.lock = threading.Lock()
         self.conn: Optional[psycopg.Connection] = None
-
-    def _connect(self) -> psycopg.Connection:
-        if self.conn is None or self.conn.closed:
-            self.conn = psycopg.connect(self.dsn, autocommit=True, prepare_threshold=None,
-                                        application_name=self.name)
-        return self.conn
+        self.closed = False
 
     def execute(self, sql: str, params: tuple = ()) -> list:
+        """Runs one statement. A lost connection fails the statement (it may have committed, so
+        it is not run again); the next statement connects anew."""
         with self.lock:
-            for attempt in (1, 2):
-                conn = self._connect()
-                try:
-                    cur = conn.execute(sql, params)
-                    return cur.fetchall() if cur.description else []
-                except psycopg.OperationalError:
-                    # A lost connection: connect again once (the statement did not commit).
-                    if attempt == 2 or not conn.closed:
-                        raise
-                    self.conn = None
-            return []
+            if self.closed:
+                raise psycopg.OperationalError(f"{self.name}: the worker has stopped")
+            if self.conn is None or self.conn.closed:
+                self.conn = psycopg.connect(self.dsn, autocommit=True, prepare_threshold=None,
+                                            application_name=self.name)
+            cur = self.conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
 
     def cancel(self) -> None:
         conn = self.conn
@@ -105,6 +98,7 @@ class _Connection:
                 pass
 
     def close(self) -> None:
+        self.closed = True
         with self.lock:
             if self.conn is not None:
                 self.conn.close()
@@ -134,7 +128,7 @@ class Worker:
         self.failed = 0
         self.released = 0
         self._slots = threading.BoundedSemaphore(max_concurrency)
-        # Started tasks: (run_id, step_slug, task_index) -> "running", "acking" or "released".
+        # Started tasks: (run_id, step_slug, task_index, flow) -> "running", "acking" or "released".
         self._in_flight: dict[tuple, str] = {}
         self._in_flight_lock = threading.Lock()
         self._tasks: queue.Queue = queue.Queue()
@@ -172,6 +166,8 @@ class Worker:
         # process alive (its task was released).
         for i in range(self.max_concurrency):
             threading.Thread(target=self._work, name=f"pgflow-task-{i}", daemon=True).start()
+        for flow in self.handlers:
+            self._pollers[flow] = _Connection(self.dsn, f"{self.name} poll {flow}")
         threads = [threading.Thread(target=self._poll, args=(flow,), name=f"pgflow-poll-{flow}", daemon=True)
                    for flow in self.handlers]
         threads.append(threading.Thread(target=self._heartbeat, name="pgflow-heartbeat", daemon=True))
@@ -210,10 +206,16 @@ class Worker:
             unfinished = [key for key, state in self._in_flight.items() if state == "running"]
             for key in unfinished:
                 self._in_flight[key] = "released"
-        for run_id, step, index in unfinished:
+        for key in unfinished:
+            run_id, step, index, flow = key
             try:
-                self._acks.execute("SELECT FROM pgflow.release_task(%s, %s, %s)", (run_id, step, index))
+                self._acks.execute("SELECT FROM pgflow.release_task(%s, %s, %s, %s)",
+                                   (run_id, step, index, self.worker_ids[flow]))
             except psycopg.Error as e:
+                # Not released: the task's result may still be acknowledged.
+                with self._in_flight_lock:
+                    if key in self._in_flight:
+                        self._in_flight[key] = "running"
                 log.warning("worker %s: releasing %s/%s/%s failed: %s", self.name, run_id, step, index, e)
         if unfinished:
             log.warning("worker %s: released %d tasks still running after %.0f s",
@@ -224,36 +226,45 @@ class Worker:
 
     def _work(self) -> None:
         while True:
-            self._run_task(*self._tasks.get())
+            job = self._tasks.get()
+            try:
+                self._run_task(*job)
+            except BaseException as e:  # noqa: BLE001 - the thread must live on
+                log.error("worker %s: task %s: %r", self.name, job[2][:3], e)
 
     def _poll(self, flow: str) -> None:
-        conn = self._pollers.setdefault(flow, _Connection(self.dsn, f"{self.name} poll {flow}"))
+        conn = self._pollers[flow]
         worker_id = self.worker_ids[flow]
+        # Each flow reads at most its share of the slots, so an idle queue cannot hold them all.
+        share = max(1, -(-self.max_concurrency // len(self.handlers)))
         while not self.shutdown.is_set():
             # Read only as many messages as there are free slots; wait for one when none is.
             if not self._slots.acquire(timeout=0.5):
                 continue
             free = 1
-            while free < self.max_concurrency and self._slots.acquire(blocking=False):
+            while free < share and self._slots.acquire(blocking=False):
                 free += 1
+            tasks = []
             try:
-                if self.shutdown.is_set():
-                    raise _Stop
                 ids = [r[0] for r in conn.execute(
                     "SELECT msg_id FROM pgmq.read_with_poll(%s, %s, %s, %s, %s)",
                     (flow, self.visibility_timeout, free, self.max_poll_seconds, self.poll_interval_ms))]
-                tasks = conn.execute(
-                    "SELECT run_id, step_slug, task_index, input, msg_id, flow_input "
-                    "FROM pgflow.start_tasks(%s, %s::bigint[], %s)", (flow, ids, worker_id)) if ids else []
-            except (_Stop, psycopg.errors.QueryCanceled):
-                tasks = []
+                if ids and self.shutdown.is_set():
+                    # Read while stopping: visible again at once for other workers.
+                    conn.execute("SELECT pgmq.set_vt(%s, id, 0) FROM unnest(%s::bigint[]) id", (flow, ids))
+                elif ids:
+                    tasks = conn.execute(
+                        "SELECT run_id, step_slug, task_index, input, msg_id, flow_input "
+                        "FROM pgflow.start_tasks(%s, %s::bigint[], %s)", (flow, ids, worker_id))
+            except psycopg.errors.QueryCanceled:
+                pass
             except psycopg.Error as e:
-                log.warning("worker %s: polling %s failed: %s", self.name, flow, e)
-                tasks = []
-                self.shutdown.wait(1.0)
+                if not self.shutdown.is_set():
+                    log.warning("worker %s: polling %s failed: %s", self.name, flow, e)
+                    self.shutdown.wait(1.0)
             for row in tasks:
                 with self._in_flight_lock:
-                    self._in_flight[(row[0], row[1], row[2])] = "running"
+                    self._in_flight[(row[0], row[1], row[2], flow)] = "running"
                 self._tasks.put((flow, worker_id, row))
             for _ in range(free - len(tasks)):
                 self._slots.release()
@@ -271,22 +282,24 @@ class Worker:
                 output = handler(flow_input if flow_input is not None else task_input, ctx)
                 if inspect.isawaitable(output):
                     output = asyncio.run(_awaited(output))
+                # An output JSON cannot encode fails the attempt like a handler's error.
+                output_json = json.dumps(output)
             except Exception as e:  # noqa: BLE001 - any failure of the handler fails the attempt
-                if self._acking((run_id, step, index)):
+                if self._acking((run_id, step, index, flow)):
                     message = f"{type(e).__name__}: {e}"
                     self._acks.execute("SELECT FROM pgflow.fail_task(%s, %s, %s, %s)", (run_id, step, index, message))
                     self.failed += 1
                 return
-            if self._acking((run_id, step, index)):
-                self._acks.execute("SELECT FROM pgflow.complete_task(%s, %s, %s, %s)",
-                                   (run_id, step, index, Jsonb(output)))
+            if self._acking((run_id, step, index, flow)):
+                self._acks.execute("SELECT FROM pgflow.complete_task(%s, %s, %s, %s::jsonb)",
+                                   (run_id, step, index, output_json))
                 self.completed += 1
         except psycopg.Error as e:
             # The task stays started; the engine requeues it after its timeout.
             log.warning("worker %s: acknowledging %s/%s/%s failed: %s", self.name, run_id, step, index, e)
         finally:
             with self._in_flight_lock:
-                self._in_flight.pop((run_id, step, index), None)
+                self._in_flight.pop((run_id, step, index, flow), None)
             self._slots.release()
 
     def _acking(self, key: tuple) -> bool:
@@ -313,10 +326,6 @@ class Worker:
                     log.warning("worker %s: heartbeat failed: %s", self.name, e)
         finally:
             conn.close()
-
-
-class _Stop(Exception):
-    pass
 
 
 async def _awaited(awaitable: Any) -> Any:

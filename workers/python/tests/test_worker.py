@@ -279,3 +279,46 @@ def test_least_privilege_role():
     w.stop()
     t.join(10)
     assert result == ("completed", {"b": 30}), "a pgflow_worker role works its flow, ctx.flow_input included"
+
+
+def test_an_output_json_cannot_encode_fails_the_attempt_and_the_worker_goes_on():
+    slug = name()
+    flow(slug, [("a", [], "single")], max_attempts=1)
+    w = Worker(DSN, max_concurrency=1, max_poll_seconds=1)
+    w.handle(slug, "a", lambda i, c: {1, 2} if i.get("bad") else "fine")
+    t = serve(w)
+    bad = start(slug, {"bad": True})
+    assert wait_runs([bad])[bad][0] == "failed"
+    good = start(slug, {})
+    assert wait_runs([good])[good] == ("completed", {"a": "fine"}), "the single task slot was not lost"
+    w.stop()
+    t.join(10)
+    assert sql("SELECT error_message FROM pgflow.step_tasks WHERE run_id = %s", (bad,)) == \
+        [("TypeError: Object of type set is not JSON serializable",)]
+
+
+def test_two_flows_share_the_concurrency_limit():
+    slugs = [name(), name()]
+    for slug in slugs:
+        flow(slug, [("items", [], "map")])
+    running = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def item(element, ctx):
+        with lock:
+            running["now"] += 1
+            running["max"] = max(running["max"], running["now"])
+        time.sleep(0.15)
+        with lock:
+            running["now"] -= 1
+        return element
+
+    w = Worker(DSN, max_concurrency=4, max_poll_seconds=1)
+    for slug in slugs:
+        w.handle(slug, "items", item)
+    t = serve(w)
+    runs = [start(slug, list(range(8))) for slug in slugs]
+    assert {r: s for r, (s, _) in wait_runs(runs).items()} == {r: "completed" for r in runs}
+    w.stop()
+    t.join(10)
+    assert 2 <= running["max"] <= 4, f"at most 4 tasks at once across both flows: {running['max']}"
