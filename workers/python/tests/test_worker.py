@@ -132,23 +132,29 @@ def test_unknown_step_fails_with_a_clear_error():
         [(f'LookupError: no handler for step "unknown" of flow "{slug}"',)]
 
 
-def test_concurrency_limit():
-    slug = name()
-    flow(slug, [("items", [], "map")])
+def counting_handler(seconds):
+    """A handler that sleeps and counts how many run at once: (handler, {"now", "max"})."""
     running = {"now": 0, "max": 0}
     lock = threading.Lock()
-    w = Worker(DSN, max_concurrency=3, max_poll_seconds=1)
 
-    @w.step(slug, "items")
     def item(element, ctx):
         with lock:
             running["now"] += 1
             running["max"] = max(running["max"], running["now"])
-        time.sleep(0.2)
+        time.sleep(seconds)
         with lock:
             running["now"] -= 1
         return element
 
+    return item, running
+
+
+def test_concurrency_limit():
+    slug = name()
+    flow(slug, [("items", [], "map")])
+    item, running = counting_handler(0.2)
+    w = Worker(DSN, max_concurrency=3, max_poll_seconds=1)
+    w.handle(slug, "items", item)
     t = serve(w)
     run = start(slug, list(range(12)))
     assert wait_runs([run])[run] == ("completed", {"items": list(range(12))})
@@ -301,18 +307,7 @@ def test_two_flows_share_the_concurrency_limit():
     slugs = [name(), name()]
     for slug in slugs:
         flow(slug, [("items", [], "map")])
-    running = {"now": 0, "max": 0}
-    lock = threading.Lock()
-
-    def item(element, ctx):
-        with lock:
-            running["now"] += 1
-            running["max"] = max(running["max"], running["now"])
-        time.sleep(0.15)
-        with lock:
-            running["now"] -= 1
-        return element
-
+    item, running = counting_handler(0.15)
     w = Worker(DSN, max_concurrency=4, max_poll_seconds=1)
     for slug in slugs:
         w.handle(slug, "items", item)
