@@ -173,13 +173,12 @@ function workerProcess(slug, grace, sleepMs) {
     process.exit(0);`;
   const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
   let out = "";
-  const lines = [];
   let notify;
   child.stdout.on("data", (d) => { out += d; if (out.includes("started") && notify) notify(); });
   return {
     child,
     started: () => new Promise((r) => { if (out.includes("started")) r(); else notify = r; }),
-    exited: () => new Promise((r) => child.on("exit", (code) => r({ code, out: out.trim(), lines }))),
+    exited: () => new Promise((r) => child.on("exit", (code) => r({ code, out: out.trim() }))),
   };
 }
 
